@@ -1,0 +1,1 @@
+"""Domain services of the cache: caches, ingest, serving lookups, integrity checks."""

@@ -1,0 +1,54 @@
+"""Options every local command shares, and turning domain errors into clean exits."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from flywheel.auth.tokens import TokenError
+from flywheel.cache.caches import CacheError
+from flywheel.cache.services import Services
+from flywheel.config import ConfigError, Settings, load_settings
+
+err = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file",
+                                                show_default=False)]
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", help="Data directory [default: ./flywheel-data or $FLYWHEEL_DATA_DIR]",
+    show_default=False)]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def settings_from(config: Path | None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config, overrides)
+    except ConfigError as e:
+        raise fail(str(e), 2) from None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@contextlib.contextmanager
+def local_services(config: Path | None, data_dir: Path | None) -> Iterator[Services]:
+    settings = settings_from(config, data_dir=data_dir)
+    services = Services.open(settings)
+    try:
+        yield services
+    except (CacheError, TokenError, ValueError) as e:
+        raise fail(str(e)) from None
+    finally:
+        services.close()

@@ -1,0 +1,27 @@
+"""Entry point: ``flywheel``."""
+
+from __future__ import annotations
+
+import typer
+
+from flywheel import __version__
+from flywheel.cli import cache, token
+from flywheel.cli.fsck import fsck
+from flywheel.cli.serve import serve
+
+app = typer.Typer(help="GloriousFlywheel: multi-tenant Nix binary cache and CI platform.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.command()(serve)
+app.command()(fsck)
+app.add_typer(cache.app, name="cache")
+app.add_typer(token.app, name="token")
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+def main() -> None:
+    app()

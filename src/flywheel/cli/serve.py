@@ -1,0 +1,32 @@
+"""``flywheel serve``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flywheel.cli.common import ConfigOpt, DataDirOpt, settings_from, setup_logging
+
+
+def serve(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    listen: Annotated[str | None, typer.Option(
+        help="HOST:PORT for HTTP [default: 127.0.0.1:8080]", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Worker processes [default: CPU count, at most 8]", show_default=False)] = None,
+    database_url: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL [default: SQLite in the data dir]", show_default=False)] = None,
+    public_url: Annotated[str | None, typer.Option(
+        help="URL clients use to reach this server", show_default=False)] = None,
+    log_level: Annotated[str | None, typer.Option(show_default=False)] = None,
+) -> None:
+    """Run the cache server."""
+    from flywheel.server.run import serve as run_server
+
+    settings = settings_from(config, data_dir=data_dir, listen=listen, workers=workers,
+                             database_url=database_url, public_url=public_url,
+                             log_level=log_level)
+    setup_logging(settings.log_level)
+    run_server(settings)

@@ -1,0 +1,1 @@
+"""Metadata: schema, migrations and queries (SQLite by default, PostgreSQL at scale)."""

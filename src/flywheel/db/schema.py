@@ -1,0 +1,92 @@
+"""Table definitions. Content is global (``nars``); what a cache holds is per cache (``objects``)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+caches = Table(
+    "caches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("is_public", Boolean, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("store_dir", String(255), nullable=False),
+    Column("signing_key", Text, nullable=False),
+    Column("upstream_cache_key_names", Text, nullable=False),
+    Column("retention_period", BigInteger, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# One row per stored NAR file, named by the hash of its (possibly compressed) bytes, as the
+# URL in a narinfo names it. A second upload of the same NAR in another compression keeps no
+# bytes: its row points at the first file through ``alias_of``.
+nars = Table(
+    "nars",
+    metadata,
+    Column("file_hash", String(64), primary_key=True),
+    Column("compression", String(16), nullable=False),
+    Column("file_size", BigInteger, nullable=False),
+    Column("nar_hash", String(80), nullable=False),
+    Column("nar_size", BigInteger, nullable=False),
+    Column("alias_of", String(64), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_nars_nar_hash", "nar_hash"),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("cache_id", Integer, ForeignKey("caches.id", ondelete="CASCADE"), nullable=False),
+    Column("store_path_hash", String(32), nullable=False),
+    Column("store_path", Text, nullable=False),
+    Column("nar_file", String(64), ForeignKey("nars.file_hash"), nullable=False),
+    Column("nar_hash", String(80), nullable=False),
+    Column("nar_size", BigInteger, nullable=False),
+    Column("refs", Text, nullable=False),
+    Column("deriver", Text, nullable=True),
+    Column("system", String(64), nullable=True),
+    Column("sigs", Text, nullable=False),
+    Column("ca", Text, nullable=True),
+    # The narinfo as served, signed by the cache's key at ingest, so a hit is one lookup.
+    Column("narinfo", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    UniqueConstraint("cache_id", "store_path_hash", name="uq_objects_cache_path"),
+    Index("ix_objects_nar_file", "nar_file", "cache_id"),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("jti", String(64), primary_key=True),
+    Column("sub", String(255), nullable=False),
+    Column("issued_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("permissions", Text, nullable=False),
+    Index("ix_tokens_sub", "sub"),
+)
+
+# Revoking a subject voids every token issued to it up to that moment, including tokens
+# minted elsewhere with the same secret that the ``tokens`` table never saw.
+subject_revocations = Table(
+    "subject_revocations",
+    metadata,
+    Column("sub", String(255), primary_key=True),
+    Column("revoked_at", BigInteger, nullable=False),
+)

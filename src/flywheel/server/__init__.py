@@ -1,0 +1,1 @@
+"""HTTP app assembly and the process that serves it."""

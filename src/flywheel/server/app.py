@@ -1,0 +1,70 @@
+"""The ASGI application: Nix routes first (plain ASGI), everything else through Starlette."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from flywheel.cache.services import Services
+from flywheel.config import Settings, settings_from_worker_env
+from flywheel.server import metrics
+from flywheel.server.nix_http import ROUTE, NixHandler
+from flywheel.server.responses import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+
+def _management_app(services: Services) -> Starlette:
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    async def readyz(_: Request) -> Response:
+        try:
+            with services.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            writable = services.settings.data_dir.is_dir()
+        except Exception as e:  # readiness reports any failure rather than raising it
+            log.warning("not ready: %s", e)
+            return JSONResponse({"ready": False, "reason": "database unavailable"}, 503)
+        if not writable:
+            return JSONResponse({"ready": False, "reason": "data directory missing"}, 503)
+        return JSONResponse({"ready": True})
+
+    async def prometheus(_: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    async def not_found(request: Request, _exc: Exception) -> Response:
+        return JSONResponse({"code": 404, "error": "NotFound",
+                             "message": f"no route for {request.url.path}"}, 404)
+
+    return Starlette(
+        routes=[Route("/healthz", healthz), Route("/readyz", readyz),
+                Route("/metrics", prometheus)],
+        exception_handlers={404: not_found})
+
+
+class FlywheelApp:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._nix = NixHandler(services)
+        self._rest = _management_app(services)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            m = ROUTE.fullmatch(scope["path"])
+            if m is not None:
+                await self._nix(scope, receive, send, m)
+                return
+        await self._rest(scope, receive, send)  # type: ignore[arg-type]
+
+
+def create_app(settings: Settings | None = None) -> FlywheelApp:
+    """Build the app; a server worker with no argument reads what its parent validated."""
+    settings = settings or settings_from_worker_env()
+    return FlywheelApp(Services.open(settings, migrate_schema=False))

@@ -1,0 +1,75 @@
+"""Minimal ASGI response helpers for the hot Nix routes, which skip framework routing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+            405: "MethodNotAllowed", 409: "Conflict", 411: "LengthRequired",
+            413: "PayloadTooLarge", 416: "RangeNotSatisfiable", 422: "UnprocessableEntity",
+            500: "InternalServerError", 503: "ServiceUnavailable", 507: "InsufficientStorage"}
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes | None = None,
+                     extra: list[tuple[bytes, bytes]] | None = None, head: bool = False) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type:
+        headers.append((b"content-type", content_type))
+    if extra:
+        headers.extend(extra)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+def error_body(status: int, message: str) -> bytes:
+    """Attic's error shape, so its client and ours print the reason."""
+    return json.dumps({"code": status, "error": _REASONS.get(status, "Error"),
+                       "message": message}).encode()
+
+
+async def send_error(send: Send, status: int, message: str, head: bool = False,
+                     extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send_bytes(send, status, error_body(status, message), b"application/json",
+                     extra, head)
+
+
+async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = msg.get("body", b"")
+        if chunk:
+            yield chunk
+        if not msg.get("more_body", False):
+            return
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole body, or None once it exceeds ``limit`` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in body_chunks(receive):
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return bytes(v)
+    return None

@@ -1,0 +1,44 @@
+"""Start the server process: prepare shared state once, then hand the socket to Granian."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from granian import Granian
+from granian.constants import Interfaces
+
+from flywheel.cache.bootstrap import first_start
+from flywheel.cache.services import Services
+from flywheel.config import Settings, settings_for_worker
+
+log = logging.getLogger(__name__)
+
+
+def serve(settings: Settings) -> None:
+    services = Services.open(settings)
+    try:
+        first_start(services)
+    finally:
+        services.close()
+    # Counters from every worker process land in one directory, summed on /metrics.
+    metrics_dir = settings.data_dir.absolute() / "run" / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ.update(settings_for_worker(settings))
+    host, port = settings.host_port
+    log.info("serving on %s (%d workers), data in %s", settings.base_url, settings.workers,
+             settings.data_dir.absolute())
+    Granian(
+        "flywheel.server.app:create_app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        factory=True,
+        log_access=False,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+        respawn_failed_workers=True,
+    ).serve()

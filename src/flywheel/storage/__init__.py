@@ -1,0 +1,6 @@
+"""Blob stores: content addressed by key, written atomically (temp, then rename/commit)."""
+
+from flywheel.storage.base import BlobStore, BlobWriter
+from flywheel.storage.local import LocalBlobStore
+
+__all__ = ["BlobStore", "BlobWriter", "LocalBlobStore"]
