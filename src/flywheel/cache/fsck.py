@@ -18,6 +18,8 @@ class FsckReport:
     orphan_blobs: list[str] = field(default_factory=list)
     unreferenced_nars: list[str] = field(default_factory=list)
     missing_content: list[str] = field(default_factory=list)
+    # Aliases are bookkeeping for uploads in flight; expiring them is routine, not a fault.
+    expired_aliases: list[str] = field(default_factory=list)
     repaired: bool = False
 
     @property
@@ -45,10 +47,13 @@ def fsck(engine: Engine, blobs: BlobStore, *, repair: bool, grace_seconds: int) 
         if key.removeprefix("nar/") not in canonical and (blobs.modified(key) or 0) <= cutoff:
             report.orphan_blobs.append(key)
     for fh, alias, created in rows:
+        if alias is not None:
+            if created <= cutoff:
+                report.expired_aliases.append(fh)
         # An alias only points onward until its narinfo arrives; its target waits for it.
-        if fh not in referenced and created <= cutoff and fh not in alias_targets:
+        elif fh not in referenced and created <= cutoff and fh not in alias_targets:
             report.unreferenced_nars.append(fh)
-        elif alias is None and fh in referenced and not blobs.exists(nar_blob_key(fh)):
+        elif fh in referenced and not blobs.exists(nar_blob_key(fh)):
             report.missing_content.append(fh)
     if repair:
         for upload in report.stale_uploads:
@@ -59,6 +64,8 @@ def fsck(engine: Engine, blobs: BlobStore, *, repair: bool, grace_seconds: int) 
             for fh in report.missing_content:
                 conn.execute(delete(objects).where(objects.c.nar_file == fh))
                 conn.execute(delete(nars).where(nars.c.alias_of == fh))
+                conn.execute(delete(nars).where(nars.c.file_hash == fh))
+            for fh in report.expired_aliases:
                 conn.execute(delete(nars).where(nars.c.file_hash == fh))
             for fh in report.unreferenced_nars:
                 still_unused = ~exists().where(objects.c.nar_file == fh)

@@ -47,10 +47,15 @@ def create(
 
 
 @app.command("list")
-def list_(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+def list_(as_json: Annotated[bool, typer.Option("--json")] = False,
+          config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """List caches."""
     with local_services(config, data_dir) as s:
-        table = Table("name", "visibility", "priority", "paths", "public key")
+        if as_json:
+            out.print_json(json.dumps([_describe(s, c) for c in s.caches.list()]))
+            return
+        table = Table("name", "visibility", "priority", "paths")
+        table.add_column("public key", no_wrap=True)
         for cache in s.caches.list():
             paths, _ = s.caches.stats(cache)
             table.add_row(cache.name, "public" if cache.is_public else "private",

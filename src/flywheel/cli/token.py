@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from typing import Annotated
 
 import typer
@@ -88,11 +89,17 @@ def _when(ts: object) -> str:
 
 @app.command("list")
 def list_(sub: Annotated[str | None, typer.Option("--sub", show_default=False)] = None,
+          as_json: Annotated[bool, typer.Option("--json")] = False,
           config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """List tokens minted here (never the tokens themselves)."""
     with local_services(config, data_dir) as s:
-        table = Table("id", "subject", "issued", "expires", "revoked")
-        for t in s.tokens.list(sub):
-            table.add_row(str(t["jti"]), str(t["sub"]), _when(t["issued_at"]),
-                          _when(t["expires_at"]), _when(t["revoked_at"]))
+        rows = s.tokens.list(sub)
+        if as_json:
+            out.print_json(json.dumps(rows))
+            return
+        table = Table("subject", "issued", "expires", "revoked")
+        table.add_column("id", no_wrap=True)
+        for t in rows:
+            table.add_row(str(t["sub"]), _when(t["issued_at"]), _when(t["expires_at"]),
+                          _when(t["revoked_at"]), str(t["jti"]))
         out.print(table)

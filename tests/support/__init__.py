@@ -1,0 +1,1 @@
+"""Test helpers that drive real programs: the flywheel server process and the nix client."""
