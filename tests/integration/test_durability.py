@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -94,11 +95,9 @@ def test_kill_during_upload_leaves_nothing_visible(server: FlywheelServer) -> No
                 time.sleep(30)
 
     def upload() -> None:
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             httpx.put(f"{server.url}/main/nar/{file_hash}.nar", content=slow(),
                       auth=("x", server.admin_token), timeout=60)
-        except httpx.HTTPError:
-            pass
 
     t = threading.Thread(target=upload, daemon=True)
     t.start()

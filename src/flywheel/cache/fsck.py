@@ -43,7 +43,7 @@ def fsck(engine: Engine, blobs: BlobStore, *, repair: bool, grace_seconds: int) 
         referenced = {r[0] for r in conn.execute(select(objects.c.nar_file).distinct())}
     canonical = {fh for fh, alias, _ in rows if alias is None}
     alias_targets = {alias for _fh, alias, _c in rows if alias is not None}
-    for key in blobs.keys():
+    for key in blobs.iter_keys():
         if key.removeprefix("nar/") not in canonical and (blobs.modified(key) or 0) <= cutoff:
             report.orphan_blobs.append(key)
     for fh, alias, created in rows:

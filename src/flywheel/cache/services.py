@@ -60,7 +60,8 @@ class Services:
             migrate(engine)
         blobs = LocalBlobStore(settings.data_dir.absolute())
         host = settings.base_url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
-        key_prefix = host if host not in ("127.0.0.1", "localhost", "[::1]") else socket.gethostname()
+        local = host in ("127.0.0.1", "localhost", "[::1]")
+        key_prefix = socket.gethostname() if local else host
         return cls(settings=settings, engine=engine, blobs=blobs,
                    caches=CacheService(engine, key_prefix),
                    paths=PathService(engine, blobs, settings.max_nar_size),

@@ -82,7 +82,8 @@ class _Zstd:
 
     def __init__(self, sink: Callable[[bytes], None]) -> None:
         self._writer = zstandard.ZstdDecompressor(max_window_size=1 << 27).stream_writer(
-            self._Sink(sink), write_size=_OUT_CHUNK, write_return_read=True, closefd=False)
+            self._Sink(sink),  # type: ignore[arg-type]  # any object with write() will do
+            write_size=_OUT_CHUNK, write_return_read=True, closefd=False)
         self._seen = False
 
     def feed(self, data: bytes) -> None:
@@ -96,7 +97,7 @@ class _Zstd:
 
     def finish(self) -> None:
         try:
-            self._writer.flush()
+            self._writer.flush()  # type: ignore[no-untyped-call]
         except zstandard.ZstdError as e:
             raise UploadError(f"corrupt zstd data: {e}") from None
         if not self._seen:

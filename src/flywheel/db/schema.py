@@ -1,4 +1,7 @@
-"""Table definitions. Content is global (``nars``); what a cache holds is per cache (``objects``)."""
+"""Table definitions.
+
+Content is global (``nars``); what a cache holds is per cache (``objects``).
+"""
 
 from __future__ import annotations
 

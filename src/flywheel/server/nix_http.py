@@ -34,7 +34,8 @@ from flywheel.server.responses import (
 
 log = logging.getLogger(__name__)
 
-ROUTE = re.compile(r"/([a-z0-9][a-z0-9._-]{0,49})/(?:(nix-cache-info)|([^/]+)\.narinfo|nar/([^/]+))")
+ROUTE = re.compile(
+    r"/([a-z0-9][a-z0-9._-]{0,49})/(?:(nix-cache-info)|([^/]+)\.narinfo|nar/([^/]+))")
 _HASH_PART = re.compile(r"[0123456789abcdfghijklmnpqrsvwxyz]{32}")
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 NARINFO_TYPE = b"text/x-nix-narinfo"
@@ -199,7 +200,7 @@ async def _not_allowed(send: Send, allow: str) -> int:
     return 405
 
 
-def _parse_range(value: bytes, size: int) -> tuple[int, int] | None | bool:
+def _parse_range(value: bytes, size: int) -> tuple[int, int] | bool | None:
     """(start, end inclusive) for one satisfiable range; False if unsatisfiable; None to
     ignore (malformed or several ranges), which RFC 9110 allows by sending it all."""
     m = _RANGE.fullmatch(value.decode("latin-1").strip())

@@ -96,7 +96,7 @@ class LocalBlobStore:
         with contextlib.suppress(FileNotFoundError):
             self.path_for(key).unlink()
 
-    def keys(self) -> Iterator[str]:
+    def iter_keys(self) -> Iterator[str]:
         for dirpath, _dirs, files in os.walk(self.root):
             rel = Path(dirpath).relative_to(self.root)
             # drop the fan-out level to recover the key's own prefix
