@@ -70,6 +70,21 @@ _TOKENS: dict[_S, tuple[bytes, ...]] = {
     _S.NODE_TAG: (b"node",),
     _S.ENTRY_CLOSE: (b")",),
 }
+# States whose only successor does not depend on the value read.
+_NEXT: dict[_S, _S] = {
+    _S.MAGIC: _S.NODE_OPEN,
+    _S.NODE_OPEN: _S.TYPE_TAG,
+    _S.TYPE_TAG: _S.TYPE,
+    _S.EXECUTABLE_VALUE: _S.CONTENTS_TAG,
+    _S.CONTENTS_TAG: _S.CONTENTS,
+    _S.CONTENTS: _S.NODE_CLOSE,
+    _S.TARGET_TAG: _S.TARGET,
+    _S.ENTRY_OPEN: _S.NAME_TAG,
+    _S.NAME_TAG: _S.NAME,
+    _S.NODE_TAG: _S.NODE_OPEN,
+    _S.ENTRY_CLOSE: _S.DIRECTORY_TAG,
+}
+_TYPE_NEXT = {b"regular": _S.REGULAR_TAG, b"symlink": _S.TARGET_TAG, b"directory": _S.DIRECTORY_TAG}
 _MAX_LEN: dict[_S, int] = {s: max(map(len, toks)) for s, toks in _TOKENS.items()}
 _MAX_LEN[_S.TARGET] = MAX_NAME_LEN
 _MAX_LEN[_S.NAME] = MAX_NAME_LEN
@@ -155,8 +170,8 @@ class NarValidator:
 
     def _on_length(self, length: int) -> None:
         self._length = length
+        self._value = b""
         if self._state is _S.CONTENTS:
-            self._value = b""
             self._skip = length
             if length:
                 self._phase = _Phase.SKIP
@@ -171,7 +186,6 @@ class NarValidator:
         if length:
             self._phase, self._need = _Phase.DATA, length
         else:
-            self._value = b""
             self._start_padding()
 
     def _start_padding(self) -> None:
@@ -186,55 +200,30 @@ class NarValidator:
         state = self._state
         if state in _TOKENS and value not in _TOKENS[state]:
             raise NarError(f"expected {_alternatives(state)}, got {value!r}")
-        if state is _S.MAGIC:
-            self._state = _S.NODE_OPEN
-        elif state is _S.NODE_OPEN:
-            self._state = _S.TYPE_TAG
-        elif state is _S.TYPE_TAG:
-            self._state = _S.TYPE
+        if state in _NEXT:
+            self._state = _NEXT[state]
         elif state is _S.TYPE:
-            if value == b"regular":
-                self._state = _S.REGULAR_TAG
-            elif value == b"symlink":
-                self._state = _S.TARGET_TAG
-            else:
+            if value == b"directory":
                 if len(self._dirs) >= MAX_DEPTH:
                     raise NarError(f"directories nested deeper than {MAX_DEPTH}")
                 self._dirs.append(None)
-                self._state = _S.DIRECTORY_TAG
+            self._state = _TYPE_NEXT[value]
         elif state is _S.REGULAR_TAG:
             self._state = _S.EXECUTABLE_VALUE if value == b"executable" else _S.CONTENTS
-        elif state is _S.EXECUTABLE_VALUE:
-            self._state = _S.CONTENTS_TAG
-        elif state is _S.CONTENTS_TAG:
-            self._state = _S.CONTENTS
-        elif state is _S.CONTENTS:
-            self._state = _S.NODE_CLOSE
-        elif state is _S.TARGET_TAG:
-            self._state = _S.TARGET
         elif state is _S.TARGET:
             if not value or b"\0" in value:
                 raise NarError(f"invalid symlink target {value!r}")
             self._state = _S.NODE_CLOSE
-        elif state is _S.NODE_CLOSE:
-            self._end_node()
-        elif state is _S.DIRECTORY_TAG:
-            if value == b")":
-                self._dirs.pop()
-                self._end_node()
-            else:
-                self._state = _S.ENTRY_OPEN
-        elif state is _S.ENTRY_OPEN:
-            self._state = _S.NAME_TAG
-        elif state is _S.NAME_TAG:
-            self._state = _S.NAME
         elif state is _S.NAME:
             self._check_name(value)
             self._state = _S.NODE_TAG
-        elif state is _S.NODE_TAG:
-            self._state = _S.NODE_OPEN
-        elif state is _S.ENTRY_CLOSE:
-            self._state = _S.DIRECTORY_TAG
+        elif state is _S.DIRECTORY_TAG and value == b"entry":
+            self._state = _S.ENTRY_OPEN
+        else:
+            # The ")" that closes a node: NODE_CLOSE, or DIRECTORY_TAG's ")".
+            if state is _S.DIRECTORY_TAG:
+                self._dirs.pop()
+            self._state = _S.ENTRY_CLOSE if self._dirs else _S.DONE
 
     def _check_name(self, name: bytes) -> None:
         if not name or name in (b".", b"..") or b"/" in name or b"\0" in name:
@@ -244,9 +233,6 @@ class NarValidator:
         if prev is not None and name <= prev:
             raise NarError(f"directory entry {name!r} is not sorted after {prev!r}")
         self._dirs[-1] = name
-
-    def _end_node(self) -> None:
-        self._state = _S.ENTRY_CLOSE if self._dirs else _S.DONE
 
 
 def _str(s: bytes) -> bytes:
