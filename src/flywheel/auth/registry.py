@@ -5,15 +5,27 @@ from __future__ import annotations
 import json
 import time
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, insert, select, update
 
 from flywheel.auth.tokens import TokenClaims
+from flywheel.db.hot import HotReads
 from flywheel.db.schema import subject_revocations, tokens
+
+_REVOKED = (
+    select(tokens.c.jti)
+    .where(tokens.c.jti == bindparam("jti"), tokens.c.revoked_at.is_not(None))
+    .union_all(select(subject_revocations.c.sub)
+               .where(subject_revocations.c.sub == bindparam("sub"),
+                      subject_revocations.c.revoked_at >= bindparam("iat")))
+    .limit(1)
+)
 
 
 class TokenRegistry:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reads: HotReads) -> None:
         self._engine = engine
+        self._reads = reads
+        self._revoked_query = reads.prepare(_REVOKED)
 
     def record(self, claims: TokenClaims) -> None:
         with self._engine.begin() as conn:
@@ -41,13 +53,8 @@ class TokenRegistry:
                                 .values(revoked_at=now)).rowcount
 
     def is_revoked(self, claims: TokenClaims) -> bool:
-        by_id = select(tokens.c.jti).where(tokens.c.jti == (claims.jti or ""),
-                                           tokens.c.revoked_at.is_not(None))
-        by_sub = select(subject_revocations.c.sub).where(
-            subject_revocations.c.sub == claims.sub,
-            subject_revocations.c.revoked_at >= claims.issued_at)
-        with self._engine.connect() as conn:
-            return conn.execute(by_id.union_all(by_sub).limit(1)).first() is not None
+        return self._reads.run(self._revoked_query, {"jti": claims.jti or "", "sub": claims.sub,
+                                                     "iat": claims.issued_at}) is not None
 
     def list(self, sub: str | None = None) -> list[dict[str, object]]:
         q = select(tokens).order_by(tokens.c.issued_at)

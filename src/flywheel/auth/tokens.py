@@ -49,9 +49,17 @@ class TokenClaims:
     grants: Grants
 
 
+_LEEWAY = 30
+_DECODED_CACHE_SIZE = 4096
+
+
 class TokenSigner:
     def __init__(self, secret_b64: str) -> None:
         self._key = base64.b64decode(secret_b64)
+        # Verifying a JWT costs more than the lookup it guards; a token that verified once
+        # verifies again, so only its time window is re-checked. Revocation is checked by
+        # the caller on every request regardless.
+        self._verified: dict[str, tuple[TokenClaims, int | None]] = {}
 
     def mint(self, sub: str, grants: Grants, validity_seconds: int | None,
              now: int | None = None) -> tuple[str, TokenClaims]:
@@ -68,9 +76,25 @@ class TokenSigner:
         return token, TokenClaims(sub, jti, now, expires, grants)
 
     def decode(self, token: str) -> TokenClaims:
+        hit = self._verified.get(token)
+        if hit is not None:
+            claims, nbf = hit
+            now = time.time()
+            if claims.expires_at is not None and now > claims.expires_at + _LEEWAY:
+                del self._verified[token]
+                raise TokenError("token has expired")
+            if nbf is None or now >= nbf - _LEEWAY:
+                return claims
+        claims, nbf = self._verify(token)
+        if len(self._verified) >= _DECODED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (claims, nbf)
+        return claims
+
+    def _verify(self, token: str) -> tuple[TokenClaims, int | None]:
         try:
             payload = jwt.decode(token, self._key, algorithms=[ALGORITHM],
-                                 options={"require": ["sub"]}, leeway=30)
+                                 options={"require": ["sub"]}, leeway=_LEEWAY)
         except jwt.ExpiredSignatureError:
             raise TokenError("token has expired") from None
         except jwt.ImmatureSignatureError:
@@ -81,8 +105,9 @@ class TokenSigner:
             grants = Grants.from_claims(payload)
         except ValueError as e:
             raise TokenError(str(e)) from None
-        sub, jti, iat, exp = (payload.get(k) for k in ("sub", "jti", "iat", "exp"))
+        sub, jti, iat, exp, nbf = (payload.get(k) for k in ("sub", "jti", "iat", "exp", "nbf"))
         if not isinstance(sub, str) or (jti is not None and not isinstance(jti, str)):
             raise TokenError("invalid token claims")
-        return TokenClaims(sub, jti, iat if isinstance(iat, int) else 0,
-                           exp if isinstance(exp, int) else None, grants)
+        claims = TokenClaims(sub, jti, iat if isinstance(iat, int) else 0,
+                             exp if isinstance(exp, int) else None, grants)
+        return claims, nbf if isinstance(nbf, int) else None

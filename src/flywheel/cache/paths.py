@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from flywheel.cache.caches import Cache
 from flywheel.cache.narinfos import signed_narinfo
 from flywheel.cache.verify import COMPRESSION_EXTENSIONS, NarFileVerifier, UploadError
+from flywheel.db.hot import HotReads
 from flywheel.db.schema import caches, nars, objects
 from flywheel.nix import narinfo as narinfo_codec
 from flywheel.nix.base32 import encode as b32encode
@@ -71,21 +72,23 @@ _NAR_BY_NAME = (
 
 
 class PathService:
-    def __init__(self, engine: Engine, blobs: BlobStore, max_nar_size: int) -> None:
+    def __init__(self, engine: Engine, reads: HotReads, blobs: BlobStore,
+                 max_nar_size: int) -> None:
         self._engine = engine
         self._blobs = blobs
         self._max_nar_size = max_nar_size
+        self._reads = reads
+        self._narinfo_query = reads.prepare(_NARINFO_BY_NAME)
+        self._nar_query = reads.prepare(_NAR_BY_NAME)
 
     # -- reads: one indexed query each, also telling whether the cache exists and is public --
 
     def narinfo(self, cache_name: str, hash_part: str) -> Found | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(_NARINFO_BY_NAME, {"cache": cache_name, "h": hash_part}).first()
+        row = self._reads.run(self._narinfo_query, {"cache": cache_name, "h": hash_part})
         return None if row is None else Found(bool(row[0]), row[1])
 
     def nar(self, cache_name: str, file_hash: str) -> Found | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(_NAR_BY_NAME, {"cache": cache_name, "f": file_hash}).first()
+        row = self._reads.run(self._nar_query, {"cache": cache_name, "f": file_hash})
         if row is None:
             return None
         return Found(bool(row[0]), NarFile(*row[1:]) if row[1] is not None else None)

@@ -16,6 +16,7 @@ from flywheel.cache.caches import CacheService
 from flywheel.cache.paths import PathService
 from flywheel.config import Settings
 from flywheel.db.engine import make_engine, migrate
+from flywheel.db.hot import HotReads
 from flywheel.storage.local import LocalBlobStore
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,14 @@ class Services:
         if migrate_schema:
             migrate(engine)
         blobs = LocalBlobStore(settings.data_dir.absolute())
+        reads = HotReads(engine)
         host = settings.base_url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
         local = host in ("127.0.0.1", "localhost", "[::1]")
         key_prefix = socket.gethostname() if local else host
         return cls(settings=settings, engine=engine, blobs=blobs,
                    caches=CacheService(engine, key_prefix),
-                   paths=PathService(engine, blobs, settings.max_nar_size),
-                   tokens=TokenRegistry(engine),
+                   paths=PathService(engine, reads, blobs, settings.max_nar_size),
+                   tokens=TokenRegistry(engine, reads),
                    signer=TokenSigner(_load_or_create_secret(settings.data_dir)))
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import os
 import shutil
 
 from granian import Granian
-from granian.constants import Interfaces
+from granian.constants import Interfaces, RuntimeModes
 
 from flywheel.cache.bootstrap import first_start
 from flywheel.cache.services import Services
@@ -41,4 +41,5 @@ def serve(settings: Settings) -> None:
         log_access=False,
         log_level=settings.log_level,  # type: ignore[arg-type]
         respawn_failed_workers=True,
+        runtime_mode=RuntimeModes.st,
     ).serve()
