@@ -7,11 +7,13 @@ Writes and everything else use the engine normally."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 
@@ -48,10 +50,8 @@ class HotReads:
             except self._engine.dialect.loaded_dbapi.Error:
                 # A broken connection (database restarted): replace it and try once more.
                 self._local.conn = None
-                try:
+                with contextlib.suppress(Exception):  # already broken; nothing to release
                     conn.invalidate()
-                except Exception:  # noqa: S110 - already broken; nothing more to release
-                    pass
                 if attempt == 2:
                     raise
         return None
@@ -66,6 +66,7 @@ class HotReads:
 class HotQuery:
     def __init__(self, reads: HotReads, stmt: ClauseElement) -> None:
         compiled = stmt.compile(dialect=reads._engine.dialect)
+        assert isinstance(compiled, SQLCompiler)
         self.sql = str(compiled)
         self._positional = compiled.positional
         self._order = tuple(compiled.positiontup or ())
