@@ -60,9 +60,11 @@ class Settings(BaseModel):
     public_url: str | None = None
     workers: int = max(1, min(os.cpu_count() or 1, 8))
     max_nar_size: int = 64 << 30
+    grpc_listen: str = "127.0.0.1:9092"
+    bazel_max_size: int | None = None
     log_level: str = "info"
 
-    @field_validator("listen")
+    @field_validator("listen", "grpc_listen")
     @classmethod
     def _check_listen(cls, v: str) -> str:
         parse_listen(v)
@@ -75,10 +77,10 @@ class Settings(BaseModel):
             raise ValueError("workers must be between 1 and 64")
         return v
 
-    @field_validator("max_nar_size", mode="before")
+    @field_validator("max_nar_size", "bazel_max_size", mode="before")
     @classmethod
-    def _check_size(cls, v: Any) -> int:
-        return parse_size(v)
+    def _check_size(cls, v: Any) -> int | None:
+        return None if v is None else parse_size(v)
 
     @field_validator("log_level")
     @classmethod

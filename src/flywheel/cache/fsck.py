@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete, exists, select
 
+from flywheel.cache.bazel import cas_key
 from flywheel.cache.paths import nar_blob_key
-from flywheel.db.schema import nars, objects
+from flywheel.db.schema import cas_blobs, nars, objects
 from flywheel.storage.base import BlobStore
 
 
@@ -41,10 +42,12 @@ def fsck(engine: Engine, blobs: BlobStore, *, repair: bool, grace_seconds: int) 
     with engine.connect() as conn:
         rows = conn.execute(select(nars.c.file_hash, nars.c.alias_of, nars.c.created_at)).all()
         referenced = {r[0] for r in conn.execute(select(objects.c.nar_file).distinct())}
+        cas = {cas_key(r[0]) for r in conn.execute(select(cas_blobs.c.hash))}
     canonical = {fh for fh, alias, _ in rows if alias is None}
     alias_targets = {alias for _fh, alias, _c in rows if alias is not None}
     for key in blobs.iter_keys():
-        if key.removeprefix("nar/") not in canonical and (blobs.modified(key) or 0) <= cutoff:
+        known = key in cas if key.startswith("cas/") else key.removeprefix("nar/") in canonical
+        if not known and (blobs.modified(key) or 0) <= cutoff:
             report.orphan_blobs.append(key)
     for fh, alias, created in rows:
         if alias is not None:

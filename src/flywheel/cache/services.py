@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from flywheel.auth.registry import TokenRegistry
 from flywheel.auth.tokens import TokenSigner, new_secret
+from flywheel.cache.bazel import BazelService
 from flywheel.cache.caches import CacheService
 from flywheel.cache.paths import PathService
 from flywheel.config import Settings
@@ -50,6 +51,7 @@ class Services:
     blobs: LocalBlobStore
     caches: CacheService
     paths: PathService
+    bazel: BazelService
     tokens: TokenRegistry
     signer: TokenSigner
 
@@ -67,6 +69,7 @@ class Services:
         return cls(settings=settings, engine=engine, blobs=blobs,
                    caches=CacheService(engine, key_prefix),
                    paths=PathService(engine, reads, blobs, settings.max_nar_size),
+                   bazel=BazelService(engine, reads, blobs, settings.bazel_max_size),
                    tokens=TokenRegistry(engine, reads),
                    signer=TokenSigner(_load_or_create_secret(settings.data_dir)))
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -92,4 +93,37 @@ subject_revocations = Table(
     metadata,
     Column("sub", String(255), primary_key=True),
     Column("revoked_at", BigInteger, nullable=False),
+)
+
+# Bazel CAS blobs are global (verified by hash); action-cache entries are per cache because
+# nothing verifies them, so sharing them across caches would let one tenant poison another.
+cas_blobs = Table(
+    "cas_blobs",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("accessed_at", BigInteger, nullable=False),
+    Index("ix_cas_blobs_accessed_at", "accessed_at"),
+)
+
+ac_entries = Table(
+    "ac_entries",
+    metadata,
+    Column("cache_id", Integer, ForeignKey("caches.id", ondelete="CASCADE"), primary_key=True),
+    Column("action_hash", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("result", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("accessed_at", BigInteger, nullable=False),
+    Index("ix_ac_entries_accessed_at", "accessed_at"),
+)
+
+# Running total of Bazel bytes, kept in the same transactions that add and evict, so the
+# size bound is checked without summing every row.
+bazel_usage = Table(
+    "bazel_usage",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("bytes", BigInteger, nullable=False),
 )

@@ -13,8 +13,12 @@ from starlette.routing import Route
 from flywheel.cache.services import Services
 from flywheel.config import Settings, settings_from_worker_env
 from flywheel.server import metrics
-from flywheel.server.nix_http import ROUTE, NixHandler
+from flywheel.server.bazel_http import ROUTE as BAZEL_ROUTE
+from flywheel.server.bazel_http import BazelHandler
+from flywheel.server.nix_http import ROUTE as NIX_ROUTE
+from flywheel.server.nix_http import NixHandler
 from flywheel.server.responses import Receive, Scope, Send
+from flywheel.server.status import status_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ def _management_app(services: Services) -> Starlette:
 
     return Starlette(
         routes=[Route("/healthz", healthz), Route("/readyz", readyz),
-                Route("/metrics", prometheus)],
+                Route("/metrics", prometheus), Route("/status", status_endpoint(services))],
         exception_handlers={404: not_found})
 
 
@@ -53,13 +57,19 @@ class FlywheelApp:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._nix = NixHandler(services)
+        self._bazel = BazelHandler(services)
         self._rest = _management_app(services)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            m = ROUTE.fullmatch(scope["path"])
+            path = scope["path"]
+            m = NIX_ROUTE.fullmatch(path)
             if m is not None:
                 await self._nix(scope, receive, send, m)
+                return
+            m = BAZEL_ROUTE.fullmatch(path)
+            if m is not None:
+                await self._bazel(scope, receive, send, m)
                 return
         await self._rest(scope, receive, send)  # type: ignore[arg-type]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 REQUESTS = Counter("flywheel_http_requests", "HTTP requests", ["route", "method", "status"])
@@ -15,11 +15,35 @@ NARINFO_LOOKUPS = Counter("flywheel_nix_narinfo_lookups", "narinfo lookups by ou
                           ["cache", "result"])
 UPLOADS = Counter("flywheel_nix_uploads", "Nix uploads by kind and outcome",
                   ["cache", "kind", "result"])
+BAZEL_LOOKUPS = Counter("flywheel_bazel_lookups", "Bazel action-cache and CAS lookups",
+                        ["cache", "kind", "result"])
+BAZEL_UPLOADS = Counter("flywheel_bazel_uploads", "Bazel entries stored", ["cache", "kind"])
 
 
-def exposition() -> tuple[bytes, str]:
+def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def lookup_counts() -> dict[str, dict[str, int]]:
+    """Hits and misses per cache, summed over every worker process:
+    {cache: {"nix_hit": n, "nix_miss": n, "ac_hit": n, "ac_miss": n, "cas_hit": ...}}."""
+    counts: dict[str, dict[str, int]] = {}
+    for family in _registry().collect():
+        if family.name not in ("flywheel_nix_narinfo_lookups", "flywheel_bazel_lookups"):
+            continue
+        for sample in family.samples:
+            if not sample.name.endswith("_total"):
+                continue
+            kind = sample.labels.get("kind", "nix")
+            key = f"{kind}_{sample.labels['result']}"
+            per_cache = counts.setdefault(sample.labels["cache"], {})
+            per_cache[key] = per_cache.get(key, 0) + int(sample.value)
+    return counts

@@ -6,20 +6,18 @@ are plain ASGI: one regex, one indexed query, one send.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
-from typing import Any
 
-from flywheel.auth.access import AccessDenied, Authenticator, authorize
+from flywheel.auth.access import AccessDenied, authorize
 from flywheel.auth.tokens import TokenClaims
-from flywheel.cache.caches import Cache
 from flywheel.cache.paths import NAR_FILE_NAME, NarFile, nar_url
-from flywheel.cache.services import Services
 from flywheel.cache.verify import UploadError
 from flywheel.nix.narinfo import MAX_NARINFO_BYTES
 from flywheel.server import metrics
+from flywheel.server.cache_routes import CacheRoutes
+from flywheel.server.files import send_file
 from flywheel.server.responses import (
     ClientDisconnected,
     Receive,
@@ -37,17 +35,12 @@ log = logging.getLogger(__name__)
 ROUTE = re.compile(
     r"/([a-z0-9][a-z0-9._-]{0,49})/(?:(nix-cache-info)|([^/]+)\.narinfo|nar/([^/]+))")
 _HASH_PART = re.compile(r"[0123456789abcdfghijklmnpqrsvwxyz]{32}")
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 NARINFO_TYPE = b"text/x-nix-narinfo"
 CACHE_INFO_TYPE = b"text/x-nix-cache-info"
 _WWW_AUTH = [(b"www-authenticate", b'Basic realm="flywheel"')]
-_READ_CHUNK = 1 << 20
 
 
-class NixHandler:
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.auth = Authenticator(services.signer, services.tokens)
+class NixHandler(CacheRoutes):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send,
                        m: re.Match[str]) -> None:
@@ -69,32 +62,20 @@ class NixHandler:
         finally:
             metrics.REQUESTS.labels(route, method, str(status)).inc()
 
-    def _caller(self, scope: Scope) -> TokenClaims | None:
-        value = header(scope, b"authorization")
-        return self.auth.caller(value.decode("latin-1") if value else None)
-
-    def _cache_for(self, claims: TokenClaims | None, name: str, needed: str) -> Cache:
-        """The cache, once the caller may use it that way (enumeration-safe)."""
-        cache = self.services.caches.find(name)
-        authorize(claims, name, cache.is_public if cache else None, needed)
-        if cache is None:
-            raise AccessDenied(404, f"no cache named {name!r}")
-        return cache
-
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, m: re.Match[str],
                         method: str, route: str) -> int:
         name = m.group(1)
-        claims = self._caller(scope)
+        claims = self.caller(scope)
         if route == "cache-info":
             if method in ("GET", "HEAD"):
-                cache = self._cache_for(claims, name, "r")
+                cache = self.cache_for(claims, name, "r")
                 await send_bytes(send, 200, cache.nix_cache_info().encode(), CACHE_INFO_TYPE,
                                  head=method == "HEAD")
                 return 200
             if method == "PUT":
                 # Nix offers its own nix-cache-info when it finds none; ours is derived from
                 # the cache's settings, so the upload only needs to be permitted.
-                self._cache_for(claims, name, "w")
+                self.cache_for(claims, name, "w")
                 await read_body(receive, 4096)
                 await send_bytes(send, 200, b"")
                 return 200
@@ -110,7 +91,7 @@ class NixHandler:
             if method == "PUT":
                 return await self._put_narinfo(scope, receive, send, claims, name, hash_part)
             if method == "DELETE":
-                cache = self._cache_for(claims, name, "d")
+                cache = self.cache_for(claims, name, "d")
                 if not self.services.paths.delete(cache, hash_part):
                     await send_error(send, 404, f"{hash_part} is not in cache {name!r}")
                     return 404
@@ -121,7 +102,7 @@ class NixHandler:
         if method in ("GET", "HEAD"):
             return await self._get_nar(scope, send, claims, name, file_name, method == "HEAD")
         if method == "PUT":
-            cache = self._cache_for(claims, name, "w")
+            cache = self.cache_for(claims, name, "w")
             length = header(scope, b"content-length")
             if length is not None and length.isdigit() and \
                     int(length) > self.services.settings.max_nar_size:
@@ -152,7 +133,7 @@ class NixHandler:
 
     async def _put_narinfo(self, scope: Scope, receive: Receive, send: Send,
                            claims: TokenClaims | None, name: str, hash_part: str) -> int:
-        cache = self._cache_for(claims, name, "w")
+        cache = self.cache_for(claims, name, "w")
         body = await read_body(receive, MAX_NARINFO_BYTES)
         if body is None:
             await send_error(send, 413, f"narinfo larger than {MAX_NARINFO_BYTES} bytes")
@@ -187,7 +168,8 @@ class NixHandler:
                       nar.file_hash, name)
             await send_error(send, 503, "NAR content is temporarily unavailable", head)
             return 503
-        return await _send_file(scope, send, path, nar.file_size, head, name)
+        return await send_file(scope, send, path, nar.file_size, head, name,
+                               b"application/x-nix-nar")
 
 
 def _nar_file_name(nar: NarFile) -> str:
@@ -198,64 +180,3 @@ async def _not_allowed(send: Send, allow: str) -> int:
     await send_error(send, 405, f"method not allowed here (allowed: {allow})",
                      extra=[(b"allow", allow.encode())])
     return 405
-
-
-def _parse_range(value: bytes, size: int) -> tuple[int, int] | bool | None:
-    """(start, end inclusive) for one satisfiable range; False if unsatisfiable; None to
-    ignore (malformed or several ranges), which RFC 9110 allows by sending it all."""
-    m = _RANGE.fullmatch(value.decode("latin-1").strip())
-    if not m or (not m.group(1) and not m.group(2)):
-        return None
-    if not m.group(1):
-        n = int(m.group(2))
-        return (max(0, size - n), size - 1) if n and size else False
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else size - 1
-    if start >= size or end < start:
-        return False
-    return start, min(end, size - 1)
-
-
-async def _send_file(scope: Scope, send: Send, path: str, size: int, head: bool,
-                     cache: str) -> int:
-    headers: list[tuple[bytes, bytes]] = [(b"content-type", b"application/x-nix-nar"),
-                                          (b"accept-ranges", b"bytes")]
-    wanted = header(scope, b"range")
-    span = _parse_range(wanted, size) if wanted else None
-    if span is False:
-        await send_error(send, 416, "requested range not satisfiable", head,
-                         [(b"content-range", f"bytes */{size}".encode())])
-        return 416
-    status, start, end = 200, 0, size - 1
-    if isinstance(span, tuple):
-        status, (start, end) = 206, span
-        headers.append((b"content-range", f"bytes {start}-{end}/{size}".encode()))
-    length = end - start + 1
-    headers.append((b"content-length", str(length).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    if head:
-        await send({"type": "http.response.body", "body": b""})
-        return status
-    metrics.BYTES_OUT.labels(cache).inc(length)
-    extensions: dict[str, Any] = scope.get("extensions") or {}
-    if status == 200 and "http.response.pathsend" in extensions:
-        # The server sends the file itself (zero-copy where it can).
-        await send({"type": "http.response.pathsend", "path": path})
-        return status
-    loop = asyncio.get_running_loop()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        pos, remaining = start, length
-        while remaining > 0:
-            chunk = await loop.run_in_executor(None, os.pread, fd, min(_READ_CHUNK, remaining),
-                                               pos)
-            if not chunk:
-                raise OSError(f"{path} shrank while being served")
-            pos += len(chunk)
-            remaining -= len(chunk)
-            await send({"type": "http.response.body", "body": chunk,
-                        "more_body": remaining > 0})
-    finally:
-        os.close(fd)
-    return status
-

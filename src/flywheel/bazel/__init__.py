@@ -1,0 +1,1 @@
+"""Bazel remote-cache formats: digests, resource names, ActionResult validation, REAPI stubs."""
