@@ -101,6 +101,10 @@ class Settings(BaseModel):
         return parse_listen(self.listen)
 
     @property
+    def grpc_host_port(self) -> tuple[str, int]:
+        return parse_listen(self.grpc_listen)
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.absolute() / 'flywheel.db'}"
 

@@ -45,6 +45,7 @@ def run_cli(data_dir: Path, *args: str, check: bool = True, input: str | None = 
 class FlywheelServer:
     data_dir: Path
     port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
     workers: int = 2
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -61,6 +62,7 @@ class FlywheelServer:
         self.proc = subprocess.Popen(
             [FLYWHEEL, "serve", "--data-dir", str(self.data_dir),
              "--listen", f"127.0.0.1:{self.port}", "--workers", str(self.workers),
+             "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=clean_env(self.env),
             start_new_session=True)
@@ -95,6 +97,10 @@ class FlywheelServer:
     def restart(self) -> FlywheelServer:
         self.stop()
         return self.start()
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def admin_token(self) -> str:

@@ -134,7 +134,7 @@ class BazelService:
         """Store a blob streamed in ``compressor`` form, verifying its hash, and its size
         where the client declared one."""
         if size is not None:
-            self._check_fits(size)
+            self.check_fits(size)
         limit = size if size is not None else (self.max_size or 1 << 50)
         writer = self._blobs.writer()
         try:
@@ -163,7 +163,7 @@ class BazelService:
         if digest.is_empty and not data:
             return
         self._verify(digest, hashlib.sha256(data).hexdigest(), len(data))
-        self._check_fits(digest.size)
+        self.check_fits(digest.size)
         writer = self._blobs.writer()
         try:
             writer.write(data)
@@ -181,7 +181,7 @@ class BazelService:
         if actual_hash != digest.hash:
             raise DigestMismatch(f"blob hashes to {actual_hash}, not {digest.hash}")
 
-    def _check_fits(self, size: int) -> None:
+    def check_fits(self, size: int) -> None:
         if self.max_size is not None and size > self.max_size:
             raise CacheFull(f"blob of {size} bytes exceeds the cache's size bound "
                             f"({self.max_size} bytes)")
@@ -232,7 +232,7 @@ class BazelService:
             parse_action_result(data)
         except ActionResultError as e:
             raise BazelError(str(e)) from None
-        self._check_fits(len(data))
+        self.check_fits(len(data))
         now = self._clock()
         with self._engine.begin() as conn:
             old = conn.execute(select(ac_entries.c.size).where(

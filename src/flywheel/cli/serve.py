@@ -21,12 +21,19 @@ def serve(
     public_url: Annotated[str | None, typer.Option(
         help="URL clients use to reach this server", show_default=False)] = None,
     log_level: Annotated[str | None, typer.Option(show_default=False)] = None,
+    grpc_listen: Annotated[str | None, typer.Option(
+        help="HOST:PORT for gRPC (Bazel REAPI) [default: 127.0.0.1:9092]",
+        show_default=False)] = None,
+    bazel_max_size: Annotated[str | None, typer.Option(
+        help="Bound on Bazel cache bytes, e.g. 50GiB; least recently used entries are "
+             "evicted [default: unbounded]", show_default=False)] = None,
 ) -> None:
     """Run the cache server."""
     from flywheel.server.run import serve as run_server
 
     settings = settings_from(config, data_dir=data_dir, listen=listen, workers=workers,
                              database_url=database_url, public_url=public_url,
-                             log_level=log_level)
+                             log_level=log_level, grpc_listen=grpc_listen,
+                             bazel_max_size=bazel_max_size)
     setup_logging(settings.log_level)
     run_server(settings)

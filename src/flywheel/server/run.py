@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import shutil
 
@@ -12,6 +13,7 @@ from granian.constants import Interfaces, RuntimeModes
 from flywheel.cache.bootstrap import first_start
 from flywheel.cache.services import Services
 from flywheel.config import Settings, settings_for_worker
+from flywheel.server.grpc_server import run_grpc
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,18 @@ def serve(settings: Settings) -> None:
     host, port = settings.host_port
     log.info("serving on %s (%d workers), data in %s", settings.base_url, settings.workers,
              settings.data_dir.absolute())
+    grpc_process = multiprocessing.get_context("spawn").Process(
+        target=run_grpc, args=(settings.model_dump_json(), os.getpid()), name="flywheel-grpc",
+        daemon=True)
+    grpc_process.start()
+    try:
+        _run_http(settings, host, port)
+    finally:
+        grpc_process.terminate()
+        grpc_process.join(10)
+
+
+def _run_http(settings: Settings, host: str, port: int) -> None:
     Granian(
         "flywheel.server.app:create_app",
         address=host,
