@@ -52,8 +52,7 @@ BUILD_FLAGS = (
     "--noshow_progress",
     "--color=no",
     "--curses=no",
-    "--show_timestamps=no",
-    "--verbose_failures",
+    "--noshow_timestamps",
     # Debian's /etc/bazel/bazelrc turns on --sandbox_debug; it only adds noise.
     "--nosandbox_debug",
     # Never a cache the caller did not ask for (an rc file could name one).

@@ -72,13 +72,6 @@ class Access:
             raise AccessDenied(404, f"no cache named {name!r}")
         return cache
 
-    def may(self, context: grpc.aio.ServicerContext, cache: Cache, needed: str) -> bool:
-        try:
-            authorize(self.caller(context), cache.name, cache.is_public, needed)
-        except AccessDenied:
-            return False
-        return True
-
 
 def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
     """Translate domain errors into gRPC statuses, so no request ends in UNKNOWN."""
@@ -120,14 +113,15 @@ class Capabilities(re_grpc.CapabilitiesServicer):  # type: ignore[misc]
 
     @guarded
     async def GetCapabilities(self, request: Any, context: Any) -> Any:
-        cache = self.access.cache(context, request.instance_name, "r")
-        # Read-only callers are told updates are disabled, so Bazel does not try them.
-        can_write = self.access.may(context, cache, "w")
+        self.access.cache(context, request.instance_name, "r")
+        # Updates are advertised even to read-only callers: Bazel 4 aborts a default build
+        # (--remote_upload_local_results) when they are not, while a refused upload only
+        # costs it a warning.
         return re_pb2.ServerCapabilities(
             cache_capabilities=re_pb2.CacheCapabilities(
                 digest_functions=[re_pb2.DigestFunction.SHA256],
                 action_cache_update_capabilities=re_pb2.ActionCacheUpdateCapabilities(
-                    update_enabled=can_write),
+                    update_enabled=True),
                 max_batch_total_size_bytes=MAX_BATCH_BYTES,
                 symlink_absolute_path_strategy=re_pb2.SymlinkAbsolutePathStrategy.ALLOWED,
                 supported_compressors=[re_pb2.Compressor.ZSTD],

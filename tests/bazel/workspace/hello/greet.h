@@ -1,0 +1,6 @@
+#ifndef FLYWHEEL_GREET_H
+#define FLYWHEEL_GREET_H
+
+const char *flywheel_greeting(void);
+
+#endif
