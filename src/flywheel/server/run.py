@@ -13,7 +13,6 @@ from granian.constants import Interfaces, RuntimeModes
 from flywheel.cache.bootstrap import first_start
 from flywheel.cache.services import Services
 from flywheel.config import Settings, settings_for_worker
-from flywheel.server.grpc_server import run_grpc
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +28,9 @@ def serve(settings: Settings) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # prometheus-client picks its storage when first imported, so nothing that imports it
+    # may load in this process before the directory is set; workers inherit the choice.
+    from flywheel.server.grpc_server import run_grpc
     os.environ.update(settings_for_worker(settings))
     host, port = settings.host_port
     log.info("serving on %s (%d workers), data in %s", settings.base_url, settings.workers,
