@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import zstandard
 from sqlalchemy import Connection, Engine, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from flywheel.bazel.action_result import ActionResultError, parse_action_result, referenced_digests
 from flywheel.bazel.digests import EMPTY_SHA256, Digest
 from flywheel.cache.caches import Cache
+from flywheel.codecs import CodecError, StreamDecoder
 from flywheel.db.hot import HotReads
 from flywheel.db.schema import ac_entries, bazel_usage, caches, cas_blobs
 from flywheel.storage.base import BlobStore
@@ -64,7 +64,7 @@ _CAS_SIZE = select(cas_blobs.c.size, cas_blobs.c.accessed_at).where(
 
 
 class _HashingSink:
-    """Receives decompressed bytes from zstd and forwards them to storage while hashing."""
+    """Receives (decompressed) blob bytes and forwards them to storage while hashing."""
 
     def __init__(self, write: Callable[[bytes], None], limit: int) -> None:
         self._write = write
@@ -72,13 +72,12 @@ class _HashingSink:
         self.sha = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self._limit:
             raise DigestMismatch("blob is larger than its digest says")
         self.sha.update(data)
-        self._write(bytes(data))
-        return len(data)
+        self._write(data)
 
 
 class BazelService:
@@ -139,19 +138,14 @@ class BazelService:
         writer = self._blobs.writer()
         try:
             sink = _HashingSink(writer.write, limit)
-            feed: Callable[[bytes], Any]
-            if compressor == "zstd":
-                dec = zstandard.ZstdDecompressor().stream_writer(
-                    sink,  # type: ignore[arg-type]  # any object with write() will do
-                    write_size=1 << 20, write_return_read=True, closefd=False)
-                feed = dec.write
-            else:
-                feed = sink.write
-            async for chunk in chunks:
-                try:
-                    feed(chunk)
-                except zstandard.ZstdError as e:
-                    raise BazelError(f"corrupt zstd data: {e}") from None
+            decoder = StreamDecoder("none" if compressor == "identity" else compressor,
+                                    sink.write)
+            try:
+                async for chunk in chunks:
+                    decoder.feed(chunk)
+                decoder.finish()
+            except CodecError as e:
+                raise BazelError(str(e)) from None
             digest = Digest(hash_, sink.size if size is None else size)
             self._verify(digest, sink.sha.hexdigest(), sink.size)
             if not digest.is_empty:

@@ -21,6 +21,9 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,49}")
 RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "status", "nix-cache-info", "api"})
 DEFAULT_PRIORITY = 41
 DEFAULT_UPSTREAM_KEYS = ("cache.nixos.org-1",)
+# What we store is a pusher's narinfo (at most MAX_NARINFO_BYTES) with our URL, file hash
+# and signature added.
+STORED_NARINFO_MAX_BYTES = narinfo_codec.MAX_NARINFO_BYTES + 4096
 
 
 class CacheError(Exception):
@@ -158,7 +161,7 @@ def _resign_all(conn: Connection, cache: Cache, key: SecretKey) -> None:
     rows = conn.execute(select(objects.c.id, objects.c.narinfo)
                         .where(objects.c.cache_id == cache.id)).all()
     for obj_id, text in rows:
-        info = narinfo_codec.parse(text, cache.store_dir)
+        info = narinfo_codec.parse(text, cache.store_dir, STORED_NARINFO_MAX_BYTES)
         conn.execute(update(objects).where(objects.c.id == obj_id)
                      .values(narinfo=signed_narinfo(info, key, cache.store_dir,
                                                     cache.signing_key.name)))

@@ -130,11 +130,19 @@ class PathService:
                 writer.abort()
                 return existing
             canonical = self._canonical_for(nar.nar_hash)
-            if canonical is None:
-                writer.commit(nar_blob_key(file_hash))
-            else:
+            if canonical is not None:
                 writer.abort()
-            self._insert_nar(nar, alias_of=canonical)
+                self._insert_nar(nar, alias_of=canonical)
+                return nar
+            writer.commit(nar_blob_key(file_hash))
+            if not self._insert_nar(nar, alias_of=None):
+                # A concurrent upload recorded this NAR first. Unless it was this very file,
+                # its copy is the one kept and ours goes.
+                recorded, alias = self._alias_state(file_hash)
+                if not recorded or alias is not None:
+                    self._blobs.delete(nar_blob_key(file_hash))
+                if not recorded:
+                    self._insert_nar(nar, alias_of=self._canonical_for(nar.nar_hash))
             return nar
         except BaseException:
             writer.abort()
@@ -147,12 +155,21 @@ class PathService:
                                .where(nars.c.file_hash == file_hash)).first()
         return NarFile(*row) if row is not None else None
 
+    def _alias_state(self, file_hash: str) -> tuple[bool, str | None]:
+        """(whether the file has a row, what it is an alias of)."""
+        with self._engine.connect() as conn:
+            row = conn.execute(select(nars.c.alias_of)
+                               .where(nars.c.file_hash == file_hash)).first()
+        return (row is not None, row[0] if row is not None else None)
+
     def _canonical_for(self, nar_hash: str) -> str | None:
         with self._engine.connect() as conn:
             return conn.execute(select(nars.c.file_hash).where(
                 nars.c.nar_hash == nar_hash, nars.c.alias_of.is_(None)).limit(1)).scalar()
 
-    def _insert_nar(self, nar: NarFile, alias_of: str | None) -> None:
+    def _insert_nar(self, nar: NarFile, alias_of: str | None) -> bool:
+        """False when a concurrent upload recorded the same file, or (for a canonical row)
+        the same NAR, first."""
         try:
             with self._engine.begin() as conn:
                 conn.execute(insert(nars).values(
@@ -160,7 +177,8 @@ class PathService:
                     file_size=nar.file_size, nar_hash=nar.nar_hash, nar_size=nar.nar_size,
                     alias_of=alias_of, created_at=int(time.time())))
         except IntegrityError:
-            pass  # a concurrent upload of the same file won; its row describes the same bytes
+            return False
+        return True
 
     def put_narinfo(self, cache: Cache, hash_part: str, text: bytes) -> bool:
         """Accept a narinfo whose NAR is already stored and matches it. Returns False when
@@ -221,9 +239,7 @@ class PathService:
         return nar
 
     def _resolve(self, nar: NarFile) -> NarFile:
-        with self._engine.connect() as conn:
-            alias = conn.execute(select(nars.c.alias_of)
-                                 .where(nars.c.file_hash == nar.file_hash)).scalar()
+        _, alias = self._alias_state(nar.file_hash)
         if alias is None:
             return nar
         canonical = self._find_nar_file(alias)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -50,6 +51,9 @@ nars = Table(
     Column("alias_of", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),
     Index("ix_nars_nar_hash", "nar_hash"),
+    # One stored copy per NAR, even when two compressions of it race in.
+    Index("uq_nars_canonical", "nar_hash", unique=True,
+          sqlite_where=text("alias_of IS NULL"), postgresql_where=text("alias_of IS NULL")),
 )
 
 objects = Table(

@@ -12,12 +12,10 @@ from flywheel.auth.access import AccessDenied, authorize
 from flywheel.auth.tokens import TokenClaims
 from flywheel.bazel.action_result import MAX_ACTION_RESULT_BYTES, parse_action_result
 from flywheel.bazel.digests import EMPTY_SHA256
-from flywheel.cache.bazel import BazelError, CacheFull
 from flywheel.server import metrics
 from flywheel.server.cache_routes import CacheRoutes
 from flywheel.server.files import send_file
 from flywheel.server.responses import (
-    ClientDisconnected,
     Receive,
     Scope,
     Send,
@@ -38,28 +36,11 @@ OCTETS = b"application/octet-stream"
 class BazelHandler(CacheRoutes):
     async def __call__(self, scope: Scope, receive: Receive, send: Send,
                        m: re.Match[str]) -> None:
-        method = scope["method"]
-        head = method == "HEAD"
-        kind = m.group(2)
-        status = 500
-        try:
-            status = await self._dispatch(scope, receive, send, method, m.group(1), kind,
-                                          m.group(3))
-        except AccessDenied as e:
-            status = e.status
-            await send_error(send, e.status, e.message, head,
-                             [(b"www-authenticate", b'Basic realm="flywheel"')]
-                             if e.status == 401 else None)
-        except CacheFull as e:
-            status = 507
-            await send_error(send, 507, str(e))
-        except BazelError as e:
-            status = 400
-            await send_error(send, 400, str(e))
-        except ClientDisconnected:
-            status = 499
-        finally:
-            metrics.REQUESTS.labels(kind, method, str(status)).inc()
+        async def dispatch(tracked: Receive) -> int:
+            return await self._dispatch(scope, tracked, send, scope["method"], m.group(1),
+                                        m.group(2), m.group(3))
+
+        await self.respond(scope, receive, send, m.group(2), dispatch)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, method: str,
                         name: str, kind: str, key: str) -> int:

@@ -2,17 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from flywheel.auth.access import AccessDenied, Authenticator, authorize
 from flywheel.auth.tokens import TokenClaims
+from flywheel.cache.bazel import BazelError, CacheFull
 from flywheel.cache.caches import Cache
 from flywheel.cache.services import Services
-from flywheel.server.responses import Scope, header
+from flywheel.cache.verify import UploadError
+from flywheel.server import metrics
+from flywheel.server.responses import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    TrackedReceive,
+    header,
+    send_error,
+)
+
+_WWW_AUTH = (b"www-authenticate", b'Basic realm="flywheel"')
+# After refusing an upload early, read up to this much of its body so the connection can
+# serve the client's next request; past it, close the connection instead.
+_DRAIN_LIMIT = 4 << 20
+
+Dispatch = Callable[[Receive], Awaitable[int]]
 
 
 class CacheRoutes:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.auth = Authenticator(services.signer, services.tokens)
+
+    async def respond(self, scope: Scope, receive: Receive, send: Send, route: str,
+                      dispatch: Dispatch) -> None:
+        """Run a route, turning refusals into JSON errors and counting every outcome."""
+        method = scope["method"]
+        head = method == "HEAD"
+        tracked = TrackedReceive(receive)
+        status = 500
+        try:
+            status = await dispatch(tracked)
+        except ClientDisconnected:
+            status = 499
+        except (AccessDenied, UploadError, BazelError) as e:
+            status, message = (e.status, e.message) if isinstance(e, AccessDenied) else \
+                (507 if isinstance(e, CacheFull) else 400, str(e))
+            extra = [_WWW_AUTH] if status == 401 else []
+            if method not in ("GET", "HEAD") and not await tracked.drain(_DRAIN_LIMIT, 1.0):
+                extra.append((b"connection", b"close"))
+            await send_error(send, status, message, head, extra)
+        finally:
+            metrics.REQUESTS.labels(route, metrics.method_label(method), str(status)).inc()
 
     def caller(self, scope: Scope) -> TokenClaims | None:
         value = header(scope, b"authorization")

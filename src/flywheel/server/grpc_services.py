@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
-import zstandard
 
 from flywheel.auth.access import AccessDenied, Authenticator, authorize
 from flywheel.auth.tokens import TokenClaims
@@ -20,6 +19,7 @@ from flywheel.bazel.resources import parse_read, parse_write
 from flywheel.cache.bazel import BazelError, CacheFull
 from flywheel.cache.caches import Cache, CacheError, check_cache_name
 from flywheel.cache.services import Services
+from flywheel.codecs import CodecError, StreamDecoder, ZstdStreamCompressor, zstd_compress
 from flywheel.server import metrics
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,7 @@ class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # t
             metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "hit").inc()
             compressor = re_pb2.Compressor.IDENTITY
             if zstd_ok and len(data) > 1024:
-                data, compressor = zstandard.ZstdCompressor(level=1).compress(data), \
-                    re_pb2.Compressor.ZSTD
+                data, compressor = zstd_compress(data), re_pb2.Compressor.ZSTD
             responses.append(re_pb2.BatchReadBlobsResponse.Response(
                 digest=re_pb2.Digest(hash=d.hash, size_bytes=d.size), data=data,
                 compressor=compressor, status=status_pb2.Status(code=0)))
@@ -274,11 +273,23 @@ class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # t
 
 
 def _zstd_decompress(data: bytes, size: int) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+
+    def collect(chunk: bytes) -> None:
+        nonlocal total
+        total += len(chunk)
+        if total > size:
+            raise BazelError("blob is larger than its digest says")
+        parts.append(chunk)
+
+    decoder = StreamDecoder("zstd", collect)
     try:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
-    except zstandard.ZstdError as e:
-        raise BazelError(f"corrupt zstd data: {e}") from None
-    return bytes(out)
+        decoder.feed(data)
+        decoder.finish()
+    except CodecError as e:
+        raise BazelError(str(e)) from None
+    return b"".join(parts)
 
 
 class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
@@ -303,16 +314,21 @@ class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
             source: Any = _Empty()
         else:
             source = self.bazel.open_cas(digest.hash)
+        compressor = ZstdStreamCompressor() if resource.compressor == "zstd" else None
+        if compressor is None and request.read_offset > digest.size:
+            raise BazelError("read_offset beyond the end of the blob")
         with source:
-            if resource.compressor == "zstd":
-                source = zstandard.ZstdCompressor(level=1).stream_reader(source)
-            elif request.read_offset > digest.size:
-                raise BazelError("read_offset beyond the end of the blob")
             skip = request.read_offset
             remaining = request.read_limit or -1
             while True:
-                chunk = source.read(READ_CHUNK)
+                raw = source.read(READ_CHUNK)
+                if compressor is None:
+                    chunk = raw
+                else:
+                    chunk = compressor.compress(raw) if raw else compressor.flush()
                 if not chunk:
+                    if raw:
+                        continue
                     break
                 if skip:
                     cut = min(skip, len(chunk))

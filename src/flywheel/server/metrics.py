@@ -8,6 +8,14 @@ import os
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """Clients choose method names; only known ones may become label values."""
+    return method if method in KNOWN_METHODS else "other"
+
+
 REQUESTS = Counter("flywheel_http_requests", "HTTP requests", ["route", "method", "status"])
 BYTES_IN = Counter("flywheel_http_request_bytes", "Request body bytes received", ["cache"])
 BYTES_OUT = Counter("flywheel_http_response_bytes", "Response body bytes sent", ["cache"])

@@ -13,13 +13,12 @@ import re
 from flywheel.auth.access import AccessDenied, authorize
 from flywheel.auth.tokens import TokenClaims
 from flywheel.cache.paths import NAR_FILE_NAME, NarFile, nar_url
-from flywheel.cache.verify import UploadError
+from flywheel.cache.verify import UploadError, max_file_size
 from flywheel.nix.narinfo import MAX_NARINFO_BYTES
 from flywheel.server import metrics
 from flywheel.server.cache_routes import CacheRoutes
 from flywheel.server.files import send_file
 from flywheel.server.responses import (
-    ClientDisconnected,
     Receive,
     Scope,
     Send,
@@ -37,30 +36,17 @@ ROUTE = re.compile(
 _HASH_PART = re.compile(r"[0123456789abcdfghijklmnpqrsvwxyz]{32}")
 NARINFO_TYPE = b"text/x-nix-narinfo"
 CACHE_INFO_TYPE = b"text/x-nix-cache-info"
-_WWW_AUTH = [(b"www-authenticate", b'Basic realm="flywheel"')]
 
 
 class NixHandler(CacheRoutes):
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send,
                        m: re.Match[str]) -> None:
-        method = scope["method"]
-        head = method == "HEAD"
         route = "cache-info" if m.group(2) else "narinfo" if m.group(3) is not None else "nar"
-        status = 500
-        try:
-            status = await self._dispatch(scope, receive, send, m, method, route)
-        except AccessDenied as e:
-            status = e.status
-            await send_error(send, e.status, e.message, head,
-                             _WWW_AUTH if e.status == 401 else None)
-        except UploadError as e:
-            status = 400
-            await send_error(send, 400, str(e))
-        except ClientDisconnected:
-            status = 499
-        finally:
-            metrics.REQUESTS.labels(route, method, str(status)).inc()
+
+        async def dispatch(tracked: Receive) -> int:
+            return await self._dispatch(scope, tracked, send, m, scope["method"], route)
+
+        await self.respond(scope, receive, send, route, dispatch)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send, m: re.Match[str],
                         method: str, route: str) -> int:
@@ -104,8 +90,10 @@ class NixHandler(CacheRoutes):
         if method == "PUT":
             cache = self.cache_for(claims, name, "w")
             length = header(scope, b"content-length")
-            if length is not None and length.isdigit() and \
-                    int(length) > self.services.settings.max_nar_size:
+            max_nar = self.services.settings.max_nar_size
+            # An uncompressed file is the NAR; a compressed one may be a little larger.
+            limit = max_nar if file_name.endswith(".nar") else max_file_size(max_nar)
+            if length is not None and length.isdigit() and int(length) > limit:
                 await send_error(send, 413, "NAR is larger than the server accepts")
                 return 413
             nar = await self.services.paths.put_nar(file_name, body_chunks(receive))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -42,6 +43,33 @@ async def send_error(send: Send, status: int, message: str, head: bool = False,
                      extra: list[tuple[bytes, bytes]] | None = None) -> None:
     await send_bytes(send, status, error_body(status, message), b"application/json",
                      extra, head)
+
+
+class TrackedReceive:
+    """Wraps ``receive`` to know whether the request body has been read to its end."""
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self.body_done = False
+
+    async def __call__(self) -> Message:
+        msg = await self._receive()
+        if msg["type"] == "http.disconnect" or not msg.get("more_body", False):
+            self.body_done = True
+        return msg
+
+    async def drain(self, limit: int, seconds: float) -> bool:
+        """Discard what is left of the body, up to ``limit`` bytes and for at most
+        ``seconds`` (a client may wait for our answer before sending more); True if the
+        whole body was read."""
+        seen = 0
+        try:
+            async with asyncio.timeout(seconds):
+                while not self.body_done and seen <= limit:
+                    seen += len((await self()).get("body", b""))
+        except TimeoutError:
+            return False
+        return self.body_done
 
 
 async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:

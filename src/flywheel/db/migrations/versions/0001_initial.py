@@ -37,6 +37,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger, nullable=False),
     )
     op.create_index("ix_nars_nar_hash", "nars", ["nar_hash"])
+    op.create_index("uq_nars_canonical", "nars", ["nar_hash"], unique=True,
+                    sqlite_where=sa.text("alias_of IS NULL"),
+                    postgresql_where=sa.text("alias_of IS NULL"))
     op.create_table(
         "objects",
         sa.Column("id", sa.Integer, primary_key=True),
