@@ -102,6 +102,15 @@ def test_read_only_token_gets_hits_and_stores_nothing(srv: FlywheelServer, bazel
     assert hits.summary.remote_cache_hit == hits.summary.cacheable
     assert ac_entries(srv, cache) == stored
 
+    # The README's read-only .bazelrc: no upload attempts, so no warnings either.
+    other = f"ro-empty-{transport}"
+    srv.cli("cache", "create", other, "--private")
+    quiet = clean_build(bazel, remote(srv, transport, other, srv.mint("r2", "--pull", other),
+                                      upload=False))
+    assert quiet.ok
+    assert "Remote Cache" not in quiet.output
+    assert ac_entries(srv, other) == 0
+
 
 def test_private_cache_refuses_anonymous_builds(srv: FlywheelServer, bazel: Bazel) -> None:
     srv.cli("cache", "create", "closed", "--private")

@@ -45,11 +45,13 @@ def test_every_environment_variable_in_the_readme_is_a_setting(tmp_path: Path) -
     values = {"FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_LISTEN": "127.0.0.1:1",
               "FLYWHEEL_WORKERS": "2", "FLYWHEEL_DATABASE_URL": "sqlite:///x.db",
               "FLYWHEEL_PUBLIC_URL": "https://cache.example", "FLYWHEEL_MAX_NAR_SIZE": "1GiB",
-              "FLYWHEEL_LOG_LEVEL": "debug", "FLYWHEEL_CONFIG": ""}
+              "FLYWHEEL_LOG_LEVEL": "debug", "FLYWHEEL_GRPC_LISTEN": "127.0.0.1:2",
+              "FLYWHEEL_BAZEL_MAX_SIZE": "50GiB", "FLYWHEEL_CONFIG": ""}
     assert names <= set(values), names - set(values)
     s = load_settings(environ={k: v for k, v in values.items() if k != "FLYWHEEL_CONFIG"})
     assert (s.workers, s.public_url, s.max_nar_size, s.log_level) == \
         (2, "https://cache.example", 1 << 30, "debug")
+    assert (s.grpc_listen, s.bazel_max_size) == ("127.0.0.1:2", 50 << 30)
 
 
 def test_the_two_commands_are_the_dev_script() -> None:
