@@ -73,6 +73,12 @@ class Grants:
         return claims
 
     @classmethod
+    def from_request(cls, caches: dict[str, dict[str, int]], admin: bool) -> Grants:
+        """Grants asked for through the API, with every glob checked."""
+        return cls(tuple((check_glob(p), CachePermission.from_claim(v))
+                         for p, v in caches.items()), admin)
+
+    @classmethod
     def from_claims(cls, claims: dict[str, Any]) -> Grants:
         attic = claims.get(ATTIC_CLAIM, {})
         caches = attic.get("caches", {}) if isinstance(attic, dict) else None

@@ -25,8 +25,7 @@ def first_start(services: Services) -> None:
         log.info("created public cache %r with key %s", cache.name, cache.public_key)
     path = admin_token_path(services.settings.data_dir)
     if not path.exists():
-        token, claims = services.signer.mint("admin", Grants((("*", ALL),), admin=True), None)
-        services.tokens.record(claims)
+        token, _ = services.issue_token("admin", Grants((("*", ALL),), admin=True), None)
         write_private_file(path, token + "\n")
         log.info("wrote the admin token to %s (mode 0600)", path.absolute())
     else:

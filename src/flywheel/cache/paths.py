@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import json
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, bindparam, delete, insert, select
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from flywheel.cache.caches import Cache
 from flywheel.cache.narinfos import signed_narinfo
 from flywheel.cache.verify import COMPRESSION_EXTENSIONS, NarFileVerifier, UploadError
+from flywheel.codecs import ZstdStreamCompressor
 from flywheel.db.hot import HotReads
 from flywheel.db.schema import caches, nars, objects
 from flywheel.nix import narinfo as narinfo_codec
 from flywheel.nix.base32 import encode as b32encode
 from flywheel.nix.hashes import NixHash
 from flywheel.nix.narinfo import NarInfo, NarInfoError
-from flywheel.storage.base import BlobStore
+from flywheel.storage.base import BlobStore, BlobWriter
 
 log = logging.getLogger(__name__)
 
@@ -129,24 +134,80 @@ class PathService:
             if existing is not None:
                 writer.abort()
                 return existing
-            canonical = self._canonical_for(nar.nar_hash)
-            if canonical is not None:
-                writer.abort()
-                self._insert_nar(nar, alias_of=canonical)
-                return nar
-            writer.commit(nar_blob_key(file_hash))
-            if not self._insert_nar(nar, alias_of=None):
-                # A concurrent upload recorded this NAR first. Unless it was this very file,
-                # its copy is the one kept and ours goes.
-                recorded, alias = self._alias_state(file_hash)
-                if not recorded or alias is not None:
-                    self._blobs.delete(nar_blob_key(file_hash))
-                if not recorded:
-                    self._insert_nar(nar, alias_of=self._canonical_for(nar.nar_hash))
+            self._keep(nar, writer)
             return nar
         except BaseException:
             writer.abort()
             raise
+
+    def _keep(self, nar: NarFile, writer: BlobWriter) -> NarFile:
+        """Record a verified file, or only an alias when the NAR is already held; returns
+        the file whose bytes are kept."""
+        canonical = self._canonical_for(nar.nar_hash)
+        if canonical is not None:
+            writer.abort()
+            self._insert_nar(nar, alias_of=canonical)
+            return self._resolve(nar)
+        writer.commit(nar_blob_key(nar.file_hash))
+        if not self._insert_nar(nar, alias_of=None):
+            # A concurrent upload recorded this NAR first. Unless it was this very file,
+            # its copy is the one kept and ours goes.
+            recorded, alias = self._alias_state(nar.file_hash)
+            if not recorded or alias is not None:
+                self._blobs.delete(nar_blob_key(nar.file_hash))
+            if not recorded:
+                self._insert_nar(nar, alias_of=self._canonical_for(nar.nar_hash))
+        return self._resolve(nar)
+
+    async def upload_path(self, cache: Cache, info: NarInfo,
+                          body: AsyncIterator[bytes]) -> tuple[bool, NarFile]:
+        """Attic's upload: an uncompressed NAR plus its metadata. The NAR is verified
+        against ``info`` while it streams and stored zstd-compressed. Returns whether its
+        bytes were new, and the file kept."""
+        verifier = NarFileVerifier("none", self._max_nar_size)
+        already = self._canonical_for(info.nar_hash.to_base32())
+        compressor = None if already is not None else ZstdStreamCompressor(level=3)
+        writer = self._blobs.writer()
+        file_sha = hashlib.sha256()
+        file_size = 0
+        try:
+            async for chunk in body:
+                verifier.feed(chunk)
+                if compressor is not None:
+                    out = compressor.compress(chunk)
+                    file_sha.update(out)
+                    file_size += len(out)
+                    writer.write(out)
+            verifier.finish()
+            nar_hash = "sha256:" + b32encode(verifier.nar_sha256)
+            _check_claims(info, nar_hash, verifier.nar_size)
+            if compressor is None:
+                writer.abort()
+                canonical = self._find_nar_file(str(already))
+                if canonical is not None:
+                    self._add_object(cache, info, canonical)
+                    return False, canonical
+                raise UploadError("the stored copy of this NAR vanished; upload again")
+            tail = compressor.flush()
+            file_sha.update(tail)
+            writer.write(tail)
+            nar = NarFile(b32encode(file_sha.digest()), "zstd", file_size + len(tail),
+                          nar_hash, verifier.nar_size)
+            kept = self._keep(nar, writer)
+            self._add_object(cache, info, kept)
+            return kept.file_hash == nar.file_hash, kept
+        except BaseException:
+            writer.abort()
+            raise
+
+    def missing(self, cache: Cache, hash_parts: list[str]) -> list[str]:
+        present: set[str] = set()
+        with self._engine.connect() as conn:
+            for i in range(0, len(hash_parts), 500):
+                present.update(conn.execute(select(objects.c.store_path_hash).where(
+                    objects.c.cache_id == cache.id,
+                    objects.c.store_path_hash.in_(hash_parts[i:i + 500]))).scalars())
+        return [h for h in hash_parts if h not in present]
 
     def _find_nar_file(self, file_hash: str) -> NarFile | None:
         with self._engine.connect() as conn:
@@ -191,7 +252,12 @@ class PathService:
             raise UploadError(f"narinfo is for {info.store_path.base_name}, "
                               f"but was uploaded as {hash_part}.narinfo")
         nar = self._nar_for_narinfo(info)
-        canonical = self._resolve(nar)
+        return self._add_object(cache, info, self._resolve(nar))
+
+    def _add_object(self, cache: Cache, info: NarInfo, canonical: NarFile) -> bool:
+        """List a store path in a cache, pointing at a stored file, with the narinfo it
+        will be served as (signed now, so a hit is one lookup). The first upload stays."""
+        hash_part = info.store_path.hash_part
         served = NarInfo(
             store_path=info.store_path, url=nar_url(canonical.file_hash, canonical.compression),
             compression=canonical.compression,
@@ -226,12 +292,7 @@ class PathService:
         if info.compression != nar.compression:
             raise UploadError(f"narinfo says Compression: {info.compression}, but {info.url} "
                               f"is {nar.compression}")
-        if info.nar_hash.algo != "sha256" or info.nar_hash.to_base32() != nar.nar_hash:
-            raise UploadError(f"NarHash {info.nar_hash.to_base32()} does not match the "
-                              f"uploaded NAR ({nar.nar_hash})")
-        if info.nar_size != nar.nar_size:
-            raise UploadError(f"NarSize {info.nar_size} does not match the uploaded NAR "
-                              f"({nar.nar_size} bytes)")
+        _check_claims(info, nar.nar_hash, nar.nar_size)
         if info.file_hash is not None and info.file_hash.to_base32() != f"sha256:{nar.file_hash}":
             raise UploadError("FileHash does not match the uploaded file")
         if info.file_size is not None and info.file_size != nar.file_size:
@@ -245,7 +306,51 @@ class PathService:
         canonical = self._find_nar_file(alias)
         return canonical if canonical is not None else nar
 
+    def list_objects(self, cache: Cache, *, order: str, after: str | None,
+                     limit: int) -> tuple[list[dict[str, object]], str | None]:
+        """One page of a cache's store paths, newest first or by name, and the cursor of
+        the next page (opaque to clients; None at the end)."""
+        name = func.substr(objects.c.store_path, len(cache.store_dir) + 2 + 33)
+        q = select(objects.c.id, objects.c.store_path, objects.c.store_path_hash,
+                   objects.c.nar_hash, objects.c.nar_size, objects.c.created_at,
+                   name.label("name")).where(objects.c.cache_id == cache.id)
+        try:
+            if order == "newest":
+                q = q.order_by(objects.c.id.desc())
+                if after:
+                    q = q.where(objects.c.id < int(after))
+            elif order == "name":
+                q = q.order_by(name, objects.c.id)
+                if after:
+                    last_name, last_id = json.loads(base64.urlsafe_b64decode(after))
+                    q = q.where(or_(name > last_name,
+                                    and_(name == last_name, objects.c.id > int(last_id))))
+            else:
+                raise UploadError("order must be 'newest' or 'name'")
+        except (ValueError, TypeError, binascii.Error):
+            raise UploadError("invalid cursor") from None
+        with self._engine.connect() as conn:
+            rows = conn.execute(q.limit(limit + 1)).all()
+        page = [{"store_path": r.store_path, "store_path_hash": r.store_path_hash,
+                 "nar_hash": r.nar_hash, "nar_size": r.nar_size, "created_at": r.created_at}
+                for r in rows[:limit]]
+        if len(rows) <= limit:
+            return page, None
+        last = rows[limit - 1]
+        cursor = str(last.id) if order == "newest" else base64.urlsafe_b64encode(
+            json.dumps([last.name, last.id]).encode()).decode()
+        return page, cursor
+
     def delete(self, cache: Cache, hash_part: str) -> bool:
         with self._engine.begin() as conn:
             return bool(conn.execute(delete(objects).where(
                 objects.c.cache_id == cache.id, objects.c.store_path_hash == hash_part)).rowcount)
+
+
+def _check_claims(info: NarInfo, nar_hash: str, nar_size: int) -> None:
+    if info.nar_hash.to_base32() != nar_hash:
+        raise UploadError(f"the uploaded NAR hashes to {nar_hash}, not the claimed "
+                          f"{info.nar_hash.to_base32()}")
+    if info.nar_size != nar_size:
+        raise UploadError(f"the uploaded NAR is {nar_size} bytes, not the claimed "
+                          f"{info.nar_size}")

@@ -10,8 +10,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from flywheel.auth.permissions import Grants
 from flywheel.auth.registry import TokenRegistry
-from flywheel.auth.tokens import TokenSigner, new_secret
+from flywheel.auth.tokens import TokenClaims, TokenSigner, new_secret
 from flywheel.cache.bazel import BazelService
 from flywheel.cache.caches import CacheService
 from flywheel.cache.paths import PathService
@@ -72,6 +73,13 @@ class Services:
                    bazel=BazelService(engine, reads, blobs, settings.bazel_max_size),
                    tokens=TokenRegistry(engine, reads),
                    signer=TokenSigner(_load_or_create_secret(settings.data_dir)))
+
+    def issue_token(self, sub: str, grants: Grants,
+                    validity_seconds: int | None) -> tuple[str, TokenClaims]:
+        """Mint a token and record it, so it can be listed and revoked by id."""
+        token, claims = self.signer.mint(sub, grants, validity_seconds)
+        self.tokens.record(claims)
+        return token, claims
 
     def close(self) -> None:
         self.engine.dispose()

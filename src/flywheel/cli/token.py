@@ -55,8 +55,7 @@ def mint(
         if not grants.caches and not admin:
             raise fail("a token needs at least one of --pull, --push, --delete, "
                        "--create-cache, --configure-cache, --destroy-cache, --admin")
-        token, claims = s.signer.mint(sub, grants, parse_duration(validity))
-        s.tokens.record(claims)
+        token, claims = s.issue_token(sub, grants, parse_duration(validity))
         print(token)
         err.print(f"token id {claims.jti} for {sub!r}, expires {_when(claims.expires_at)} UTC",
                   highlight=False)

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from flywheel.cache.services import Services
 from flywheel.config import Settings, settings_from_worker_env
 from flywheel.server import metrics
+from flywheel.server.attic_api import AtticApi
 from flywheel.server.bazel_http import ROUTE as BAZEL_ROUTE
 from flywheel.server.bazel_http import BazelHandler
 from flywheel.server.nix_http import ROUTE as NIX_ROUTE
@@ -49,7 +50,8 @@ def _management_app(services: Services) -> Starlette:
 
     return Starlette(
         routes=[Route("/healthz", healthz), Route("/readyz", readyz),
-                Route("/metrics", prometheus), Route("/status", status_endpoint(services))],
+                Route("/metrics", prometheus), Route("/status", status_endpoint(services)),
+                *AtticApi(services).routes()],
         exception_handlers={404: not_found})
 
 

@@ -1,0 +1,46 @@
+"""``/_api/v1/cache-config/<cache>`` and ``GET /_api/v1/caches``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CacheConfig(BaseModel):
+    substituter_endpoint: str
+    api_endpoint: str
+    public_key: str
+    is_public: bool
+    store_dir: str
+    priority: int
+    upstream_cache_key_names: list[str]
+    retention_period: int | None = None
+
+
+class NamedCacheConfig(CacheConfig):
+    name: str
+
+
+class CacheList(BaseModel):
+    caches: list[NamedCacheConfig]
+
+
+class CreateCacheRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keypair: Literal["Generate"] = "Generate"
+    is_public: bool = True
+    priority: int = Field(default=41, ge=0, le=10_000)
+    store_dir: Literal["/nix/store"] = "/nix/store"
+    upstream_cache_key_names: list[str] = Field(default_factory=lambda: ["cache.nixos.org-1"])
+
+
+class ConfigureCacheRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    is_public: bool | None = None
+    priority: int | None = Field(default=None, ge=0, le=10_000)
+    upstream_cache_key_names: list[str] | None = None
+    # Our extension: rotate the signing key and re-sign every path.
+    keypair: Literal["Generate"] | None = None
