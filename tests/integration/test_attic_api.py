@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flywheel.nix.nar import dump_path
 from tests.support.nixenv import Nix
 from tests.support.server import FlywheelServer
 
