@@ -73,19 +73,25 @@ class Access:
         return cache
 
 
+_REFUSALS = (AccessDenied, BazelError, DigestError, ActionResultError)
+
+
+def _status(e: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(e, AccessDenied):
+        return _STATUS_FOR.get(e.status, grpc.StatusCode.PERMISSION_DENIED), e.message
+    if isinstance(e, CacheFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
+    return grpc.StatusCode.INVALID_ARGUMENT, str(e)
+
+
 def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Translate domain errors into gRPC statuses, so no request ends in UNKNOWN."""
+    """Translate domain refusals into gRPC statuses, so no request ends in UNKNOWN."""
 
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except AccessDenied as e:
-            await _abort(context, _STATUS_FOR.get(e.status, grpc.StatusCode.PERMISSION_DENIED),
-                         e.message)
-        except CacheFull as e:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-        except (BazelError, DigestError, ActionResultError) as e:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except _REFUSALS as e:
+            await _abort(context, *_status(e))
 
     wrapper.__name__ = method.__name__
     return wrapper
@@ -97,11 +103,8 @@ def guarded_stream(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             async for item in method(self, request, context):
                 yield item
-        except AccessDenied as e:
-            await _abort(context, _STATUS_FOR.get(e.status, grpc.StatusCode.PERMISSION_DENIED),
-                         e.message)
-        except (BazelError, DigestError, ActionResultError) as e:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        except _REFUSALS as e:
+            await _abort(context, *_status(e))
 
     wrapper.__name__ = method.__name__
     return wrapper
@@ -343,16 +346,9 @@ class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
                 if remaining == 0:
                     break
 
+    @guarded
     async def Write(self, request_iterator: Any, context: Any) -> Any:
-        try:
-            return await self._write(request_iterator, context)
-        except AccessDenied as e:
-            await _abort(context, _STATUS_FOR.get(e.status, grpc.StatusCode.PERMISSION_DENIED),
-                         e.message)
-        except CacheFull as e:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-        except (BazelError, DigestError) as e:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        return await self._write(request_iterator, context)
 
     def _spool_path(self, resource_name: str) -> str:
         # Partial uploads live on disk under a name derived from the resource, so a client
