@@ -159,3 +159,19 @@ def test_key_rotation_resigns_every_path(server: FlywheelServer, nix: Nix, other
     assert PublicKey.parse(new_key).verify(fingerprint(info), info.sigs[0])
     assert not PublicKey.parse(old_key).verify(fingerprint(info), info.sigs[0])
     other_nix.copy_from(f"{server.url}/main", tmp_path / "s", top, keys=new_key)
+
+
+def test_serve_refuses_a_port_already_in_use(server: FlywheelServer, tmp_path: Path) -> None:
+    proc = subprocess.run([FLYWHEEL, "serve", "--data-dir", str(tmp_path / "second"),
+                           "--listen", f"127.0.0.1:{server.port}",
+                           "--grpc-listen", f"127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert proc.returncode == 1
+    assert f"cannot listen for HTTP on 127.0.0.1:{server.port}" in proc.stderr
+    proc = subprocess.run([FLYWHEEL, "serve", "--data-dir", str(tmp_path / "third"),
+                           "--listen", f"127.0.0.1:{free_port()}",
+                           "--grpc-listen", server.grpc_target],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    assert proc.returncode == 1
+    assert "cannot listen for gRPC" in proc.stderr
+    assert httpx.get(f"{server.url}/healthz").status_code == 200

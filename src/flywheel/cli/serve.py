@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flywheel.cli.common import ConfigOpt, DataDirOpt, settings_from, setup_logging
+from flywheel.cli.common import ConfigOpt, DataDirOpt, fail, settings_from, setup_logging
 
 
 def serve(
@@ -29,6 +29,7 @@ def serve(
              "evicted [default: unbounded]", show_default=False)] = None,
 ) -> None:
     """Run the cache server."""
+    from flywheel.server.run import AddressInUse
     from flywheel.server.run import serve as run_server
 
     settings = settings_from(config, data_dir=data_dir, listen=listen, workers=workers,
@@ -36,4 +37,7 @@ def serve(
                              log_level=log_level, grpc_listen=grpc_listen,
                              bazel_max_size=bazel_max_size)
     setup_logging(settings.log_level)
-    run_server(settings)
+    try:
+        run_server(settings)
+    except AddressInUse as e:
+        raise fail(str(e)) from None

@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import socket
 
 from granian import Granian
 from granian.constants import Interfaces, RuntimeModes
@@ -17,7 +18,26 @@ from flywheel.config import Settings, settings_for_worker
 log = logging.getLogger(__name__)
 
 
+class AddressInUse(Exception):
+    pass
+
+
+def _check_free(host: str, port: int, what: str) -> None:
+    """Granian binds with SO_REUSEPORT, so a second server on a taken port would start and
+    silently split traffic with the first; refuse instead."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise AddressInUse(f"cannot listen for {what} on {host}:{port}: {e.strerror}") \
+                from None
+
+
 def serve(settings: Settings) -> None:
+    host, port = settings.host_port
+    _check_free(host, port, "HTTP")
+    _check_free(*settings.grpc_host_port, "gRPC")
     services = Services.open(settings)
     try:
         first_start(services)
@@ -32,7 +52,6 @@ def serve(settings: Settings) -> None:
     # may load in this process before the directory is set; workers inherit the choice.
     from flywheel.server.grpc_server import run_grpc
     os.environ.update(settings_for_worker(settings))
-    host, port = settings.host_port
     log.info("serving on %s (%d workers), data in %s", settings.base_url, settings.workers,
              settings.data_dir.absolute())
     grpc_process = multiprocessing.get_context("spawn").Process(
