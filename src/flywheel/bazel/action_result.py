@@ -59,3 +59,21 @@ def referenced_digests(result: Any) -> list[Digest]:
     if result.HasField("stderr_digest"):
         digests.append(_digest(result.stderr_digest, "stderr_digest"))
     return [d for d in digests if not d.is_empty]
+
+
+def tree_digests(result: Any) -> list[Digest]:
+    """The Tree blobs of a result's output directories."""
+    return [_digest(d.tree_digest, f"output directory {d.path[:120]}")
+            for d in result.output_directories]
+
+
+def tree_file_digests(data: bytes) -> list[Digest]:
+    """Every file blob an output directory's Tree names, so a result whose directory
+    contents are gone can be treated as a miss."""
+    tree = re_pb2.Tree()
+    try:
+        tree.ParseFromString(data)
+    except DecodeError as e:
+        raise ActionResultError(f"not a serialized Tree: {e}") from None
+    return [d for directory in (tree.root, *tree.children) for f in directory.files
+            if not (d := _digest(f.digest, f"file {f.name[:120]}")).is_empty]

@@ -12,7 +12,13 @@ from typing import Any, BinaryIO
 from sqlalchemy import Connection, Engine, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from flywheel.bazel.action_result import ActionResultError, parse_action_result, referenced_digests
+from flywheel.bazel.action_result import (
+    ActionResultError,
+    parse_action_result,
+    referenced_digests,
+    tree_digests,
+    tree_file_digests,
+)
 from flywheel.bazel.digests import EMPTY_SHA256, Digest
 from flywheel.cache.caches import Cache
 from flywheel.codecs import CodecError, StreamDecoder
@@ -208,11 +214,7 @@ class BazelService:
         if data is None:
             return AcLookup(bool(is_public), cache_id, None)
         data = bytes(data)
-        try:
-            needed = referenced_digests(parse_action_result(data))
-        except ActionResultError:
-            return AcLookup(bool(is_public), cache_id, None)
-        if needed and self.find_missing(needed):
+        if not self._downloadable(data):
             return AcLookup(bool(is_public), cache_id, None)
         if self._clock() - accessed > TOUCH_INTERVAL_MS:
             with self._engine.begin() as conn:
@@ -220,6 +222,23 @@ class BazelService:
                     ac_entries.c.cache_id == cache_id, ac_entries.c.action_hash == action_hash)
                     .values(accessed_at=self._clock()))
         return AcLookup(bool(is_public), cache_id, data)
+
+    def _downloadable(self, data: bytes) -> bool:
+        """Whether every blob the result names, down to the files inside its output
+        directories, is in the CAS."""
+        try:
+            result = parse_action_result(data)
+            needed = referenced_digests(result)
+            if needed and self.find_missing(needed):
+                return False
+            for tree in tree_digests(result):
+                with self.open_cas(tree.hash) as f:
+                    files = tree_file_digests(f.read())
+                if files and self.find_missing(files):
+                    return False
+        except (ActionResultError, FileNotFoundError):
+            return False
+        return True
 
     def put_ac(self, cache: Cache, action_hash: str, data: bytes) -> None:
         try:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from flywheel.auth.access import AccessDenied, Authenticator, authorize
 from flywheel.auth.tokens import TokenClaims
@@ -76,11 +77,17 @@ class Access:
 _REFUSALS = (AccessDenied, BazelError, DigestError, ActionResultError)
 
 
+class OutOfRange(BazelError):
+    pass
+
+
 def _status(e: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(e, AccessDenied):
         return _STATUS_FOR.get(e.status, grpc.StatusCode.PERMISSION_DENIED), e.message
     if isinstance(e, CacheFull):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
+    if isinstance(e, OutOfRange):
+        return grpc.StatusCode.OUT_OF_RANGE, str(e)
     return grpc.StatusCode.INVALID_ARGUMENT, str(e)
 
 
@@ -247,10 +254,10 @@ class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # t
         root = _digest(request.root_digest)
         page_size = request.page_size if 0 < request.page_size <= GET_TREE_PAGE \
             else GET_TREE_PAGE
-        try:
-            offset = int(request.page_token or "0")
-        except ValueError:
-            raise BazelError("invalid page_token") from None
+        token = request.page_token or "0"
+        if not token.isdigit() or len(token) > 12:
+            raise BazelError("invalid page_token")
+        offset = int(token)
         # Breadth-first order is stable, so an offset into it is a stateless page token that
         # any replica can continue from.
         order: list[Any] = []
@@ -266,7 +273,10 @@ class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # t
                     raise AccessDenied(404, f"root directory {digest} not found")
                 continue  # the spec asks to skip missing subtrees
             directory = re_pb2.Directory()
-            directory.ParseFromString(data)
+            try:
+                directory.ParseFromString(data)
+            except DecodeError:
+                raise BazelError(f"{digest} is not a Directory") from None
             order.append(directory)
             queue.extend(_digest(child.digest) for child in directory.directories)
         page = order[offset:offset + page_size]
@@ -307,32 +317,33 @@ class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
         resource = parse_read(request.resource_name)
         cache = self.access.cache(context, resource.instance, "r")
         digest = resource.digest
-        if request.read_offset < 0 or request.read_limit < 0:
-            raise BazelError("read_offset and read_limit must not be negative")
+        compressor = ZstdStreamCompressor() if resource.compressor == "zstd" else None
+        if request.read_limit < 0 or request.read_offset < 0 or \
+                (compressor is None and request.read_offset > digest.size):
+            raise OutOfRange("read_offset and read_limit must lie within the blob")
         if not digest.is_empty and self.bazel.cas_size(digest.hash) != digest.size:
             metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "miss").inc()
             raise AccessDenied(404, f"blob {digest} not found")
+        try:
+            source: Any = _Empty() if digest.is_empty else self.bazel.open_cas(digest.hash)
+        except FileNotFoundError:
+            metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "miss").inc()
+            raise AccessDenied(404, f"blob {digest} not found") from None
         metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "hit").inc()
-        if digest.is_empty:
-            source: Any = _Empty()
-        else:
-            source = self.bazel.open_cas(digest.hash)
-        compressor = ZstdStreamCompressor() if resource.compressor == "zstd" else None
-        if compressor is None and request.read_offset > digest.size:
-            raise BazelError("read_offset beyond the end of the blob")
         with source:
             skip = request.read_offset
             remaining = request.read_limit or -1
-            while True:
+            done = False
+            while not done:
                 raw = source.read(READ_CHUNK)
+                done = not raw
                 if compressor is None:
                     chunk = raw
                 else:
+                    # The flush at the end closes the frame; it is the last piece.
                     chunk = compressor.compress(raw) if raw else compressor.flush()
                 if not chunk:
-                    if raw:
-                        continue
-                    break
+                    continue
                 if skip:
                     cut = min(skip, len(chunk))
                     chunk, skip = chunk[cut:], skip - cut
