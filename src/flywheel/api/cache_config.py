@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+DEFAULT_PRIORITY = 41
+DEFAULT_UPSTREAM_KEYS = ("cache.nixos.org-1",)
+
 
 class CacheConfig(BaseModel):
     substituter_endpoint: str
@@ -31,9 +34,10 @@ class CreateCacheRequest(BaseModel):
 
     keypair: Literal["Generate"] = "Generate"
     is_public: bool = True
-    priority: int = Field(default=41, ge=0, le=10_000)
+    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=10_000)
     store_dir: Literal["/nix/store"] = "/nix/store"
-    upstream_cache_key_names: list[str] = Field(default_factory=lambda: ["cache.nixos.org-1"])
+    upstream_cache_key_names: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_UPSTREAM_KEYS))
 
 
 class ConfigureCacheRequest(BaseModel):

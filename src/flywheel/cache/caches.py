@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from flywheel.api.cache_config import DEFAULT_PRIORITY, DEFAULT_UPSTREAM_KEYS
 from flywheel.cache.narinfos import signed_narinfo
 from flywheel.db.schema import caches, objects
 from flywheel.nix import narinfo as narinfo_codec
@@ -19,8 +20,6 @@ from flywheel.nix.storepath import STORE_DIR
 # Names become URL prefixes beside our own top-level routes, so those are reserved.
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,49}")
 RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "status", "nix-cache-info", "api"})
-DEFAULT_PRIORITY = 41
-DEFAULT_UPSTREAM_KEYS = ("cache.nixos.org-1",)
 # What we store is a pusher's narinfo (at most MAX_NARINFO_BYTES) with our URL, file hash
 # and signature added.
 STORED_NARINFO_MAX_BYTES = narinfo_codec.MAX_NARINFO_BYTES + 4096

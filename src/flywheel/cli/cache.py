@@ -1,17 +1,21 @@
-"""``flywheel cache ...`` against a local data directory."""
+"""``flywheel cache ...`` against a local data directory, or a server with ``--server``."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from flywheel.cache.caches import DEFAULT_PRIORITY, Cache
-from flywheel.cache.services import Services
+from flywheel.api.cache_config import DEFAULT_PRIORITY
+from flywheel.cli import remote
 from flywheel.cli.common import ConfigOpt, DataDirOpt, fail, local_services, out
 from flywheel.nix.storepath import parse_base_name, parse_path
+
+if TYPE_CHECKING:
+    from flywheel.cache.caches import Cache
+    from flywheel.cache.services import Services
 
 app = typer.Typer(help="Create, inspect, configure and destroy caches.", no_args_is_help=True)
 
@@ -37,9 +41,11 @@ def create(
     private: Annotated[bool, typer.Option("--private", help="Require a token to pull")] = False,
     priority: Annotated[int, typer.Option(help="Substituter priority (lower wins)")] =
         DEFAULT_PRIORITY,
-    config: ConfigOpt = None, data_dir: DataDirOpt = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, server: remote.ServerOpt = None,
 ) -> None:
     """Create a cache with its own signing key."""
+    if server is not None:
+        return remote.cache_create(server, name, private=private, priority=priority)
     with local_services(config, data_dir) as s:
         cache = s.caches.create(name, is_public=not private, priority=priority)
         out.print(f"Created {'private' if private else 'public'} cache {cache.name!r}")
@@ -48,8 +54,11 @@ def create(
 
 @app.command("list")
 def list_(as_json: Annotated[bool, typer.Option("--json")] = False,
-          config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+          config: ConfigOpt = None, data_dir: DataDirOpt = None,
+          server: remote.ServerOpt = None) -> None:
     """List caches."""
+    if server is not None:
+        return remote.cache_list(server, as_json=as_json)
     with local_services(config, data_dir) as s:
         if as_json:
             out.print_json(json.dumps([_describe(s, c) for c in s.caches.list()]))
@@ -65,8 +74,11 @@ def list_(as_json: Annotated[bool, typer.Option("--json")] = False,
 
 @app.command()
 def info(name: str, as_json: Annotated[bool, typer.Option("--json")] = False,
-         config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+         config: ConfigOpt = None, data_dir: DataDirOpt = None,
+         server: remote.ServerOpt = None) -> None:
     """Show how to use a cache: substituter URL and public key."""
+    if server is not None:
+        return remote.cache_info(server, name, as_json=as_json)
     with local_services(config, data_dir) as s:
         cache = s.caches.get(name)
         d = _describe(s, cache)
@@ -93,9 +105,13 @@ def configure(
         show_default=False)] = None,
     regenerate_keypair: Annotated[bool, typer.Option(
         "--regenerate-keypair", help="New signing key; every path is re-signed")] = False,
-    config: ConfigOpt = None, data_dir: DataDirOpt = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, server: remote.ServerOpt = None,
 ) -> None:
     """Change a cache's visibility, priority, upstream keys or signing key."""
+    if server is not None:
+        return remote.cache_configure(server, name, public=public, priority=priority,
+                                      upstream_key=upstream_key,
+                                      regenerate_keypair=regenerate_keypair)
     with local_services(config, data_dir) as s:
         cache = s.caches.configure(
             name, is_public=public, priority=priority,
@@ -109,8 +125,11 @@ def configure(
 @app.command()
 def destroy(name: str,
             yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
-            config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+            config: ConfigOpt = None, data_dir: DataDirOpt = None,
+            server: remote.ServerOpt = None) -> None:
     """Destroy a cache and everything it lists (content shared with others stays)."""
+    if server is not None:
+        return remote.cache_destroy(server, name, yes=yes)
     with local_services(config, data_dir) as s:
         s.caches.get(name)
         if not yes and not typer.confirm(f"Destroy cache {name!r} and all its paths?"):
@@ -122,8 +141,11 @@ def destroy(name: str,
 @app.command("delete-path")
 def delete_path(name: str, path: Annotated[str, typer.Argument(
         help="Store path, its base name, or its 32-character hash")],
-                config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+                config: ConfigOpt = None, data_dir: DataDirOpt = None,
+                server: remote.ServerOpt = None) -> None:
     """Remove one store path from one cache."""
+    if server is not None:
+        return remote.cache_delete_path(server, name, path)
     with local_services(config, data_dir) as s:
         cache = s.caches.get(name)
         if path.startswith("/"):

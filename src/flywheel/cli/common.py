@@ -6,15 +6,15 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from flywheel.auth.tokens import TokenError
-from flywheel.cache.caches import CacheError
-from flywheel.cache.services import Services
 from flywheel.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from flywheel.cache.services import Services
 
 err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -45,6 +45,12 @@ def setup_logging(level: str) -> None:
 
 @contextlib.contextmanager
 def local_services(config: Path | None, data_dir: Path | None) -> Iterator[Services]:
+    # Imported here: the database stack costs most of a second to load, which the client
+    # commands (login, push, ...) sharing this CLI should not pay.
+    from flywheel.auth.tokens import TokenError
+    from flywheel.cache.caches import CacheError
+    from flywheel.cache.services import Services
+
     settings = settings_from(config, data_dir=data_dir)
     services = Services.open(settings)
     try:

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from flywheel.auth.tokens import parse_duration
-from flywheel.cache.fsck import fsck as run_fsck
 from flywheel.cli.common import ConfigOpt, DataDirOpt, local_services, out
 
 
@@ -19,6 +18,8 @@ def fsck(
     config: ConfigOpt = None, data_dir: DataDirOpt = None,
 ) -> None:
     """Check metadata against stored content; clean what crashes left behind."""
+    from flywheel.cache.fsck import fsck as run_fsck
+
     with local_services(config, data_dir) as s:
         grace_seconds = 0 if grace == "0" else parse_duration(grace)
         report = run_fsck(s.engine, s.blobs,

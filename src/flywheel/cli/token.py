@@ -1,4 +1,5 @@
-"""``flywheel token ...``: mint and revoke JWTs with the server's secret."""
+"""``flywheel token ...``: mint and revoke JWTs with the server's secret, or through a
+server's admin API with ``--server``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from flywheel.auth.permissions import CachePermission, Grants, check_glob
 from flywheel.auth.tokens import parse_duration
+from flywheel.cli import remote
 from flywheel.cli.common import ConfigOpt, DataDirOpt, err, fail, local_services, out
 
 app = typer.Typer(help="Mint, list and revoke access tokens.", no_args_is_help=True)
@@ -46,9 +48,15 @@ def mint(
     pull: Globs = None, push: Globs = None, delete: Globs = None,
     create_cache: Globs = None, configure_cache: Globs = None, destroy_cache: Globs = None,
     admin: Annotated[bool, typer.Option("--admin", help="May manage tokens")] = False,
-    config: ConfigOpt = None, data_dir: DataDirOpt = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, server: remote.ServerOpt = None,
 ) -> None:
     """Print a new token (Attic's JWT claim format). Globs name caches: main, team-*, *."""
+    if server is not None:
+        return remote.token_mint(server, sub, validity=validity, pull=pull or [],
+                                 push=push or [], delete=delete or [],
+                                 create_cache=create_cache or [],
+                                 configure_cache=configure_cache or [],
+                                 destroy_cache=destroy_cache or [], admin_token=admin)
     with local_services(config, data_dir) as s:
         grants = grants_from(pull or [], push or [], delete or [], create_cache or [],
                              configure_cache or [], destroy_cache or [], admin)
@@ -67,11 +75,13 @@ def revoke(
                                                  show_default=False)] = None,
     sub: Annotated[str | None, typer.Option("--sub", help="Revoke every token of this subject "
                                             "issued until now", show_default=False)] = None,
-    config: ConfigOpt = None, data_dir: DataDirOpt = None,
+    config: ConfigOpt = None, data_dir: DataDirOpt = None, server: remote.ServerOpt = None,
 ) -> None:
     """Revoke tokens; takes effect on the next request, on every replica."""
     if (token_id is None) == (sub is None):
         raise fail("give exactly one of --id or --sub", 2)
+    if server is not None:
+        return remote.token_revoke(server, token_id=token_id, sub=sub)
     with local_services(config, data_dir) as s:
         n = s.tokens.revoke(jti=token_id, sub=sub)
         if token_id is not None and n == 0:

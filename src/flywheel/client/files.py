@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 
 
-def atomic_write(path: Path, text: str, mode: int) -> None:
+def atomic_write(path: Path, text: str, mode: int, dir_mode: int = 0o755) -> None:
     """Write ``text`` to ``path`` through a temp file in the same directory, created with
     ``mode`` from the start (a secret is never readable by others, not even briefly),
-    fsynced, then renamed over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fsynced, then renamed over the target. Missing directories get ``dir_mode``."""
+    path.parent.mkdir(mode=dir_mode, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

@@ -34,7 +34,6 @@ class PathInfo:
     ca: str | None
 
 
-
 def hash_part(path: str) -> str:
     """The 32-character hash that names ``path`` on a binary cache."""
     return parse_path(path, os.path.dirname(path)).hash_part
@@ -85,13 +84,16 @@ def _info(entry: dict[str, object]) -> PathInfo:
         raise ClientError(f"{path} is not valid in the local store")
     try:
         nar_hash = NixHash.parse(str(entry["narHash"]))
+        if nar_hash.algo != "sha256":
+            raise ValueError(f"{nar_hash.algo} is not sha256")
     except (KeyError, ValueError) as e:
         raise ClientError(f"nix path-info gave {path} no usable narHash: {e}") from None
     refs = entry.get("references") or []
     sigs = entry.get("signatures") or []
+    if not isinstance(refs, list) or not isinstance(sigs, list):
+        raise ClientError(f"nix path-info gave {path} malformed references or signatures")
     deriver = entry.get("deriver")
     ca = entry.get("ca")
-    assert isinstance(refs, list) and isinstance(sigs, list)
     return PathInfo(path=path, nar_hash=f"sha256:{nar_hash.hex()}",
                     nar_size=int(str(entry["narSize"])),
                     references=tuple(str(r) for r in refs),

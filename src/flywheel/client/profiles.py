@@ -120,4 +120,4 @@ def dumps(profiles: Profiles) -> str:
 
 
 def save(path: Path, profiles: Profiles) -> None:
-    atomic_write(path, dumps(profiles), 0o600)
+    atomic_write(path, dumps(profiles), 0o600, dir_mode=0o700)

@@ -11,11 +11,12 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Protocol
 
 from flywheel.api.upload import UploadPathResult
+from flywheel.client.api import Api
 from flywheel.client.errors import ApiError, ClientError
-from flywheel.client.nixstore import PathInfo
-from flywheel.client.plan import PushPlan
+from flywheel.client.nixstore import LocalStore, PathInfo
+from flywheel.client.plan import PushPlan, plan_push
 from flywheel.client.summary import PushSummary
-from flywheel.client.upload import Cancelled, Progress
+from flywheel.client.upload import Cancelled, Progress, upload_one
 
 ATTEMPTS = 3
 BACKOFF_SECONDS = 1.0
@@ -37,6 +38,12 @@ class Reporter(Protocol):
 
 def retryable(error: Exception) -> bool:
     return not isinstance(error, ApiError) or error.retryable
+
+
+def refuses_everything(error: Exception) -> bool:
+    # A bad token or a missing push permission refuses every path alike: starting the
+    # rest would only repeat the same answer once per path.
+    return isinstance(error, ApiError) and error.status in (401, 403)
 
 
 class PushRunner:
@@ -78,12 +85,14 @@ class PushRunner:
         waiting = {path: len(plan.graph.refs[path]) for path in plan.order}
         ready = [rank[p] for p in plan.order if waiting[p] == 0]
         running: dict[Future[UploadPathResult], str] = {}
+        done: set[str] = set()
+        refused: Exception | None = None
         self.reporter.start(plan)
         started = time.monotonic()
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="upload")
         try:
-            while ready or running:
-                while ready and len(running) < self.jobs:
+            while (ready and refused is None) or running:
+                while ready and refused is None and len(running) < self.jobs:
                     path = plan.order[heapq.heappop(ready)]
                     info = plan.uploads[path]
                     self.reporter.begin(path, info.nar_size)
@@ -96,12 +105,20 @@ class PushRunner:
                         if not isinstance(error, ClientError | OSError):
                             raise error
                         self._fail(plan, summary, path, str(error))
+                        if refuses_everything(error):
+                            refused = error
                         continue
+                    done.add(path)
                     self._record(plan, summary, path, future.result())
                     for referrer in plan.graph.referrers[path]:
                         waiting[referrer] -= 1
                         if waiting[referrer] == 0 and referrer not in summary.failed:
                             heapq.heappush(ready, rank[referrer])
+            if refused is not None:
+                for path in plan.order:
+                    if path not in done and path not in summary.failed:
+                        summary.failed[path] = f"not attempted: {refused}"
+                        self.reporter.failed(path, summary.failed[path])
         except BaseException:
             # Ctrl-C or a bug: stop streaming at the next chunk and let threads unwind.
             self.cancel.set()
@@ -134,3 +151,18 @@ class PushRunner:
                 why = f"not uploaded: it needs {name}, which failed"
                 summary.failed[dependent] = why
                 self.reporter.failed(dependent, why)
+
+
+def push_paths(api: Api, store: LocalStore, cache: str, roots: list[str], *,
+               reporter: Reporter, with_closure: bool = True, jobs: int = 4,
+               upstream_filter: bool = True) -> tuple[PushPlan, PushSummary]:
+    """Plan and run one push of ``roots`` (store paths) to ``cache``."""
+    config = api.cache_config(cache)
+    keys = config.upstream_cache_key_names if upstream_filter else []
+    plan = plan_push(api, store, cache, roots, with_closure=with_closure, upstream_keys=keys)
+
+    def upload(info: PathInfo, progress: Progress, cancel: threading.Event
+               ) -> UploadPathResult:
+        return upload_one(api, store, cache, info, progress, cancel)
+
+    return plan, PushRunner(upload, reporter, jobs=jobs).run(plan)
