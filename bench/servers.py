@@ -1,0 +1,442 @@
+"""The servers under test, each in its own process group on loopback, and their memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def process_tree(root: int) -> list[int]:
+    tree = _children()
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(tree.get(pid, []))
+    return found
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _pss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def worker_pids(root: int) -> list[int]:
+    """A server's request-serving processes: nginx's worker processes, or Granian's workers
+    (forks of flywheel's main process, with its command line)."""
+    main = _cmdline(root)
+    return [p for p in process_tree(root)[1:]
+            if b"nginx: worker process" in _cmdline(p) or _cmdline(p) == main]
+
+
+class MemoryWatch:
+    """Peak memory of a server's process tree while a workload runs:
+
+    * ``hwm_sum_mib``: the sum over all its processes of VmHWM (each one's peak RSS), peaks
+      reset at the start (``/proc/PID/clear_refs``). Shared pages count once per process,
+      so this is an upper bound; it is the figure held against the target;
+    * ``workers_hwm_sum_mib``: the same over the request-serving worker processes only;
+    * ``sampled_rss_mib``: the largest sum of VmRSS seen at one instant (every 20 ms);
+    * ``sampled_pss_mib``: the largest sum of Pss (shared pages divided among the sharers,
+      what the processes cost together), sampled every 200 ms.
+    """
+
+    def __init__(self, root_pid: int) -> None:
+        self.root_pid = root_pid
+        self.rss_kib = self.pss_kib = self.hwm_kib = self.workers_hwm_kib = 0
+        self.processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        for pid in process_tree(self.root_pid):
+            try:
+                with open(f"/proc/{pid}/clear_refs", "w") as f:
+                    f.write("5")  # reset VmHWM to the current RSS
+            except OSError:
+                pass
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        tick = 0
+        while not self._stop.wait(0.02):
+            pids = process_tree(self.root_pid)
+            self.rss_kib = max(self.rss_kib, sum(_status_kib(p, "VmRSS") for p in pids))
+            if tick % 10 == 0:
+                self.pss_kib = max(self.pss_kib, sum(_pss_kib(p) for p in pids))
+            tick += 1
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        pids = process_tree(self.root_pid)
+        self.processes = len(pids)
+        self.hwm_kib = sum(_status_kib(p, "VmHWM") for p in pids)
+        self.workers_hwm_kib = sum(_status_kib(p, "VmHWM") for p in worker_pids(self.root_pid))
+
+    def as_dict(self) -> dict[str, float]:
+        return {"hwm_sum_mib": self.hwm_kib / 1024,
+                "workers_hwm_sum_mib": self.workers_hwm_kib / 1024,
+                "sampled_rss_mib": self.rss_kib / 1024, "sampled_pss_mib": self.pss_kib / 1024,
+                "processes": self.processes}
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server {proc.pid} exited ({proc.returncode}):\n"
+                               f"{log.read_text(errors='replace')[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status < 500:
+                    return
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout} s:\n"
+                       f"{log.read_text(errors='replace')[-4000:]}")
+
+
+def _stop_group(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@dataclass
+class Flywheel:
+    """``flywheel serve`` as recommended for one machine: a worker per CPU."""
+
+    data_dir: Path
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    name = "flywheel"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def cache_url(self) -> str:
+        return f"{self.url}/main"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://127.0.0.1:{self.grpc_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+
+    def start(self) -> Flywheel:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [FLYWHEEL, "serve", "--data-dir", str(self.data_dir),
+             "--listen", f"127.0.0.1:{self.port}",
+             "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
+             "--workers", str(self.workers), "--log-level", "warning"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        _wait_http(f"{self.url}/readyz", self.proc, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        _stop_group(self.proc)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def worker_pids(self) -> list[int]:
+        return worker_pids(self.pid)
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "admin-token").read_text().strip()
+
+    def public_key(self, cache: str = "main") -> str:
+        out = subprocess.run([FLYWHEEL, "cache", "info", cache, "--json",
+                              "--data-dir", str(self.data_dir)],
+                             capture_output=True, text=True, check=True, env=self.env)
+        return str(json.loads(out.stdout)["public_key"])
+
+    def netrc(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"machine 127.0.0.1\nlogin flywheel\npassword {self.token}\n")
+        path.chmod(0o600)
+        return path
+
+
+_DAV = """
+    dav_methods PUT;
+    create_full_put_path on;
+    client_max_body_size 0;
+    dav_access user:rw group:r all:r;
+"""
+
+
+@dataclass
+class Nginx:
+    """nginx as one would run it in front of a file:// cache: 2 workers, sendfile, no
+    access log, long keep-alive; WebDAV PUT on the upload and Bazel sites."""
+
+    directory: Path
+    sites: dict[str, tuple[Path, bool]]  # name -> (root, WebDAV PUT)
+    workers: int = 2
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    name = "nginx"
+
+    def url(self, site: str) -> str:
+        return f"http://127.0.0.1:{self.ports[site]}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "error.log"
+
+    def config(self) -> str:
+        d = self.directory
+        servers = []
+        for site, (root, dav) in self.sites.items():
+            self.ports.setdefault(site, free_port())
+            servers.append(f"""
+  server {{
+    listen 127.0.0.1:{self.ports[site]};
+    root {root};
+{self._dav(root) if dav else ''}  }}""")
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        return f"""{user}daemon off;
+master_process on;
+worker_processes {self.workers};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  types {{
+    text/x-nix-narinfo narinfo;
+    application/x-nix-nar nar zst xz;
+  }}
+  default_type application/octet-stream;
+  sendfile on;
+  tcp_nopush on;
+  tcp_nodelay on;
+  access_log off;
+  keepalive_timeout 75s;
+  keepalive_requests 1000000;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  client_body_temp_path {d}/body;
+{''.join(servers)}
+}}
+"""
+
+    @staticmethod
+    def _dav(root: Path) -> str:
+        # Bodies are spooled next to the root, on the same file system, then renamed in.
+        return f"    client_body_temp_path {root.parent / (root.name + '.tmp')};\n{_DAV}"
+
+    def start(self) -> Nginx:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for root, dav in self.sites.values():
+            root.mkdir(parents=True, exist_ok=True)
+            if dav:
+                (root.parent / (root.name + ".tmp")).mkdir(exist_ok=True)
+        conf = self.directory / "nginx.conf"
+        conf.write_text(self.config())
+        log = (self.directory / "stdout.log").open("ab")
+        self.proc = subprocess.Popen(
+            [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.directory),
+             "-c", str(conf), "-e", str(self.log_path)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for site in self.sites:
+            _wait_http(self.url(site) + "/", self.proc, self.log_path)
+        return self
+
+    def stop(self) -> None:
+        _stop_group(self.proc, signal.SIGQUIT)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def empty(self, site: str) -> None:
+        """Make a site's root an empty directory again (a fresh upload target)."""
+        root = self.sites[site][0]
+        for child in root.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
+
+_BUILDGRID_CONFIG = """\
+server:
+  - !channel
+    address: "127.0.0.1:{port}"
+    insecure-mode: true
+authorization:
+  method: none
+storages:
+  - !disk-storage &main-storage
+    path: {cas}
+caches:
+  - !lru-action-cache &main-action
+    storage: *main-storage
+    max-cached-refs: 1000000
+    allow-updates: true
+    cache-failed-actions: true
+instances:
+  - name: main
+    services:
+      - !action-cache
+        cache: *main-action
+      - !cas
+        storage: *main-storage
+      - !bytestream
+        storage: *main-storage
+"""
+
+
+def buildgrid_venv(results: Path, log: Callable[[str], None]) -> Path | None:
+    """A separate venv with BuildGrid (a Python REAPI server) from PyPI, made once; None
+    (and the reason logged) when it does not install."""
+    venv = results / "buildgrid-venv"
+    bgd = venv / "bin" / "bgd"
+    if bgd.exists():
+        return bgd
+    log("installing BuildGrid (PyPI) into bench/results/buildgrid-venv for a third column ...")
+    shutil.rmtree(venv, ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "buildgrid"], check=True,
+                       capture_output=True, timeout=900)
+    except (subprocess.SubprocessError, OSError) as e:
+        detail = getattr(e, "stderr", b"") or b""
+        log(f"BuildGrid did not install, skipping it: {e} {detail.decode(errors='replace')[-500:]}")
+        shutil.rmtree(venv, ignore_errors=True)
+        return None
+    return bgd if bgd.exists() else None
+
+
+@dataclass
+class BuildGrid:
+    """BuildGrid's ``bgd server`` as a REAPI cache: disk CAS, in-memory action cache."""
+
+    bgd: Path
+    directory: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    name = "BuildGrid"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"grpc://127.0.0.1:{self.port}"
+
+    def start(self) -> BuildGrid:
+        cas = self.directory / "cas"
+        cas.mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "buildgrid.yml"
+        conf.write_text(_BUILDGRID_CONFIG.format(port=self.port, cas=cas))
+        log_path = self.directory / "buildgrid.log"
+        self.proc = subprocess.Popen([str(self.bgd), "server", "start", str(conf)],
+                                     stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"BuildGrid exited:\n{log_path.read_text()[-3000:]}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.2)
+        raise RuntimeError(f"BuildGrid did not listen:\n{log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        _stop_group(self.proc)
