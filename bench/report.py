@@ -8,12 +8,15 @@ import statistics
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from bench.clients import Timed
+
+if TYPE_CHECKING:
+    from bench.push_memory import PushMemory, PushRun
 
 
 @dataclass
@@ -160,6 +163,43 @@ def markdown(rows: list[Row], memory: list[MemoryRow]) -> str:
                    f"nginx: {mem.describe(mem.nginx)} | | | ≤ {mem.target_mib:g} MiB | "
                    f"{ {True: 'met', False: 'missed', None: ''}[mem.met]} |"
                    if fw is not None and ng is not None else f"| {mem.label} | — | — | | | | |")
+    return "\n".join(out)
+
+
+_PUSH_COLUMNS = ("client", "wall time", "client peak RSS", "server RSS sum", "server PSS sum",
+                 "largest server process", "bound")
+
+
+def _push_cells(r: PushRun, bound: float) -> list[str]:
+    s, c = r.server, r.client_memory
+    client = "— (not measured)" if c is None else (
+        f"{r.client_peak_mib:.0f} MiB (largest process {c['largest_process_maxrss_mib']:.0f})")
+    return [r.client, f"{r.seconds:.1f} s ({r.mib_per_s:.0f} MiB/s)", client,
+            f"{s['rss_sum_peak_mib']:.0f} MiB ({s['rss_sum_before_mib']:.0f} before)",
+            f"{s['pss_sum_peak_mib']:.0f} MiB",
+            f"{s['largest_process_hwm_mib']:.0f} MiB ({s['largest_process_role']}, "
+            f"+{s['largest_process_growth_mib']:.0f})",
+            f"< {bound:g} MiB"]
+
+
+def push_table(pm: PushMemory) -> Table:
+    t = Table(title=f"{pm.label}: {pm.path.nar_size / 2**20:.0f} MiB NAR of random bytes into "
+              "a fresh flywheel serve; peak RSS (client tree and largest server process "
+              "held against the bound)", title_justify="left")
+    for col in (*_PUSH_COLUMNS, ""):
+        t.add_column(col, justify="left" if col in ("client", "") else "right")
+    for r in pm.runs:
+        t.add_row(*_push_cells(r, pm.bound_mib),
+                  "[red]FAILED[/]" if r.violations(pm.bound_mib) else "[green]met[/]")
+    return t
+
+
+def push_markdown(pm: PushMemory) -> str:
+    out = [f"{pm.label} ({pm.path.nar_size / 2**20:.0f} MiB NAR):", "",
+           f"| {' | '.join(_PUSH_COLUMNS)} | |", "|" + "---|" * (len(_PUSH_COLUMNS) + 1)]
+    for r in pm.runs:
+        status = "FAILED" if r.violations(pm.bound_mib) else "met"
+        out.append(f"| {' | '.join(_push_cells(r, pm.bound_mib))} | {status} |")
     return "\n".join(out)
 
 

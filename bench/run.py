@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """GloriousFlywheel vs nginx: the benchmark suite (issue 5).
 
-    bench/run [--small] [--runs N] [--json OUT] [--only narinfo,nar,subst,bazel,upload]
+    bench/run [--small] [--runs N] [--json OUT] [--only narinfo,nar,subst,bazel,upload,push-memory]
 
 ``bench/run`` installs what is missing (Debian packages, the project's .venv) and runs this
 file with the venv's Python. Every workload runs A (GloriousFlywheel) then B (nginx) per
 round, for --runs rounds, and reports the median of the per-round ratios A/B (lower is
-better), their spread, and the absolute medians. See bench/README.md.
+better), their spread, and the absolute medians. ``push-memory`` (issue 4) pushes one big
+store path and holds client and server peak RSS against a bound; a violation makes the run
+exit non-zero. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ sys.path.insert(0, str(REPO))
 
 from rich.console import Console  # noqa: E402
 
-from bench import bazel_ws, clients, closure, report  # noqa: E402
+from bench import bazel_ws, clients, closure, push_memory, report  # noqa: E402
 from bench.clients import Timed  # noqa: E402
 from bench.report import MemoryRow, Row  # noqa: E402
 from bench.servers import BuildGrid, Flywheel, MemoryWatch, Nginx, buildgrid_venv  # noqa: E402
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-WORKLOADS = ("narinfo", "nar", "subst", "bazel", "upload")
+WORKLOADS = ("narinfo", "nar", "subst", "bazel", "upload", "push-memory")
+STANDALONE = {"push-memory"}  # needs neither the closure nor the shared servers
 
 
 def log(msg: str) -> None:
@@ -66,6 +69,7 @@ class Bench:
         self.info: dict[str, object] = {}
         self.fw: Flywheel | None = None
         self.nginx: Nginx | None = None
+        self.push: push_memory.PushMemory | None = None
 
     # ---- set-up ---------------------------------------------------------------------------
 
@@ -73,6 +77,8 @@ class Bench:
         a = self.args
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
+        if set(a.only) <= STANDALONE:
+            return
         spec = closure.ClosureSpec(paths=a.paths, total=a.size_mib * closure.MiB, seed=a.seed)
         self.closure = closure.build(spec, self.results, log)
         self.info["closure"] = {"key": spec.key, "top": self.closure.top,
@@ -316,6 +322,11 @@ class Bench:
         self.rows.append(row)
         self.memory.append(mem)
 
+    def push_memory(self) -> None:
+        self.push = push_memory.run(self.results, self.work, self.args.push_size_mib * closure.MiB,
+                                    self.args.seed, log)
+        self.info["push_path"] = self.push.path.__dict__
+
     # ---- profile --------------------------------------------------------------------------
 
     def profile(self) -> None:
@@ -339,6 +350,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--paths", type=int, help="store paths in the closure (default 400; 40)")
     p.add_argument("--size-mib", type=int, help="total file bytes in MiB (default 1024; 50)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--push-size-mib", type=int, help="the file in push-memory's one store "
+                   "path, MiB (default 1024; 128)")
     p.add_argument("--bazel-actions", type=int, help="genrules (default 500; 100)")
     p.add_argument("--duration", type=float, help="seconds per wrk measurement (default 5; 3)")
     p.add_argument("--profile", action="store_true",
@@ -353,6 +366,7 @@ def parse() -> argparse.Namespace:
     a.runs = a.runs or (3 if small else 5)
     a.paths = a.paths or (40 if small else 400)
     a.size_mib = a.size_mib or (50 if small else 1024)
+    a.push_size_mib = a.push_size_mib or (128 if small else 1024)
     a.bazel_actions = a.bazel_actions or (100 if small else 500)
     a.duration = a.duration or (3.0 if small else 5.0)
     a.only = [w.strip() for w in a.only.split(",")] if a.only else list(WORKLOADS)
@@ -379,7 +393,7 @@ def main() -> int:
         for w in WORKLOADS:
             if w in args.only:
                 t0 = time.monotonic()
-                getattr(bench, w)()
+                getattr(bench, w.replace("-", "_"))()
                 bench.info[f"{w}_seconds"] = time.monotonic() - t0
         if args.profile:
             bench.profile()
@@ -395,12 +409,18 @@ def main() -> int:
     title = (f"GloriousFlywheel / nginx, wall-time ratios (lower is better), median of "
              f"{args.runs} interleaved runs; closure "
              + (f"{len(c.paths)} paths, {c.nar_bytes / closure.MiB:.0f} MiB NAR" if c else "?"))
-    console.print(report.table(bench.rows, bench.memory, title))
+    if bench.rows or bench.memory:
+        console.print(report.table(bench.rows, bench.memory, title))
     for r in bench.rows:
         if r.note:
             console.print(f"[dim]{r.label}: {r.note}[/]")
     for n in bench.notes:
         console.print(f"[yellow]note:[/] {n}")
+    violations = bench.push.failures if bench.push else []
+    if bench.push:
+        console.print(report.push_table(bench.push))
+    for v in violations:
+        console.print(f"[bold red]FAILED[/] push-memory: {v}")
     console.print(f"total time {elapsed / 60:.1f} min")
     result = {
         "command": " ".join(["bench/run", *sys.argv[1:]]),
@@ -408,13 +428,16 @@ def main() -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "info": bench.info, "rows": [r.as_dict() for r in bench.rows],
         "memory": [m.as_dict() for m in bench.memory], "notes": bench.notes,
-        "markdown": report.markdown(bench.rows, bench.memory),
-        "elapsed_seconds": elapsed, "failed": failed,
+        "push_memory": bench.push.as_dict() if bench.push else None,
+        "markdown": "\n\n".join(
+            ([report.markdown(bench.rows, bench.memory)] if bench.rows or bench.memory else [])
+            + ([report.push_markdown(bench.push)] if bench.push else [])),
+        "elapsed_seconds": elapsed, "failed": failed or ("; ".join(violations) or None),
     }
     args.json_out.parent.mkdir(parents=True, exist_ok=True)
     args.json_out.write_text(json.dumps(result, indent=2) + "\n")
     console.print(f"results: {args.json_out}")
-    return 1 if failed else 0
+    return 1 if failed or violations else 0
 
 
 if __name__ == "__main__":

@@ -110,8 +110,7 @@ class BazelService:
         return int(row[0])
 
     def cas_path(self, hash_: str) -> str | None:
-        path = self._blobs.local_path(cas_key(hash_))
-        return str(path) if path is not None else None
+        return self._blobs.local_path(cas_key(hash_))
 
     def open_cas(self, hash_: str) -> BinaryIO:
         return self._blobs.open(cas_key(hash_))

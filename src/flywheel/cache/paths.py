@@ -99,8 +99,7 @@ class PathService:
         return Found(bool(row[0]), NarFile(*row[1:]) if row[1] is not None else None)
 
     def nar_local_path(self, nar: NarFile) -> str | None:
-        path = self._blobs.local_path(nar_blob_key(nar.file_hash))
-        return str(path) if path is not None else None
+        return self._blobs.local_path(nar_blob_key(nar.file_hash))
 
     def open_nar(self, nar: NarFile) -> object:
         return self._blobs.open(nar_blob_key(nar.file_hash))

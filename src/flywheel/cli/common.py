@@ -41,6 +41,7 @@ def settings_from(config: Path | None, **overrides: Any) -> Settings:
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager

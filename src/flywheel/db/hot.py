@@ -30,6 +30,9 @@ class HotReads:
                 # Without autocommit a long-lived connection would read one old snapshot.
                 conn.driver_connection.autocommit = True  # type: ignore[union-attr]
             self._local.conn = conn
+            # The driver's own connection skips the pool proxy on every call; the pool
+            # still owns it (for invalidation and shutdown) through ``conn``.
+            self._local.driver = conn.driver_connection
         return conn
 
     def prepare(self, stmt: ClauseElement) -> HotQuery:
@@ -40,7 +43,7 @@ class HotReads:
         for attempt in (1, 2):
             conn = self._connection()
             try:
-                cur = conn.cursor()
+                cur = self._local.driver.cursor()
                 try:
                     cur.execute(query.sql, params)
                     row = cur.fetchone()
@@ -73,7 +76,7 @@ class HotQuery:
         self._defaults = {k: v for k, v in compiled.params.items() if v is not None}
 
     def bind(self, values: Mapping[str, Any]) -> Any:
-        merged = {**self._defaults, **values}
         if self._positional:
-            return tuple(merged[k] for k in self._order)
-        return merged
+            defaults = self._defaults
+            return tuple(values[k] if k in values else defaults[k] for k in self._order)
+        return {**self._defaults, **values}

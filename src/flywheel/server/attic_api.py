@@ -92,8 +92,8 @@ def _api(route: str, handler: Handler) -> Handler:
         except CacheError as e:
             status = next((s for t, s in _REASON_STATUS if isinstance(e, t)), 400)
             response = _error(status, str(e))
-        metrics.REQUESTS.labels(route, metrics.method_label(request.method),
-                                str(response.status_code)).inc()
+        metrics.count(metrics.REQUESTS, route, metrics.method_label(request.method),
+                      str(response.status_code))
         return response
 
     return wrapped
@@ -193,9 +193,9 @@ class AtticApi:
                 yield chunk
 
         fresh, kept = await self.services.paths.upload_path(cache, narinfo, body())
-        metrics.BYTES_IN.labels(cache.name).inc(info.nar_size)
-        metrics.UPLOADS.labels(cache.name, "upload-path",
-                               "stored" if fresh else "deduplicated").inc()
+        metrics.count(metrics.BYTES_IN, cache.name, amount=info.nar_size)
+        metrics.count(metrics.UPLOADS, cache.name, "upload-path",
+                      "stored" if fresh else "deduplicated")
         return _json(UploadPathResult(kind="Uploaded" if fresh else "Deduplicated",
                                       file_size=kept.file_size,
                                       frac_deduplicated=0.0 if fresh else 1.0))

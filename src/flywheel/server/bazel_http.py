@@ -66,8 +66,8 @@ class BazelHandler(CacheRoutes):
                 self.services.bazel.put_ac(cache, key, body)
             else:
                 await self.services.bazel.put_cas(key, size, body_chunks(receive))
-            metrics.BYTES_IN.labels(cache.name).inc(size or 0)
-            metrics.BAZEL_UPLOADS.labels(cache.name, kind).inc()
+            metrics.count(metrics.BYTES_IN, cache.name, amount=size or 0)
+            metrics.count(metrics.BAZEL_UPLOADS, cache.name, kind)
             await send_bytes(send, 200, b"")
             return 200
         await send_error(send, 405, "method not allowed here (allowed: GET, HEAD, PUT)",
@@ -81,16 +81,16 @@ class BazelHandler(CacheRoutes):
         if found is None:
             raise AccessDenied(404, f"no cache named {name!r}")
         if found.result is None:
-            metrics.BAZEL_LOOKUPS.labels(name, "ac", "miss").inc()
+            metrics.count(metrics.BAZEL_LOOKUPS, name, "ac", "miss")
             await send_error(send, 404, f"action {key} is not in cache {name!r}", head)
             return 404
-        metrics.BAZEL_LOOKUPS.labels(name, "ac", "hit").inc()
+        metrics.count(metrics.BAZEL_LOOKUPS, name, "ac", "hit")
         accept = header(scope, b"accept") or b""
         if b"application/json" in accept:
             as_json = json_format.MessageToJson(parse_action_result(found.result))
             await send_bytes(send, 200, as_json.encode(), b"application/json", head=head)
             return 200
-        metrics.BYTES_OUT.labels(name).inc(0 if head else len(found.result))
+        metrics.count(metrics.BYTES_OUT, name, amount=0 if head else len(found.result))
         await send_bytes(send, 200, found.result, OCTETS, head=head)
         return 200
 
@@ -99,10 +99,10 @@ class BazelHandler(CacheRoutes):
         self.cache_for(claims, name, "r")
         size = self.services.bazel.cas_size(key)
         if size is None:
-            metrics.BAZEL_LOOKUPS.labels(name, "cas", "miss").inc()
+            metrics.count(metrics.BAZEL_LOOKUPS, name, "cas", "miss")
             await send_error(send, 404, f"blob {key} is not in the CAS", head)
             return 404
-        metrics.BAZEL_LOOKUPS.labels(name, "cas", "hit").inc()
+        metrics.count(metrics.BAZEL_LOOKUPS, name, "cas", "hit")
         if key == EMPTY_SHA256:
             await send_bytes(send, 200, b"", OCTETS, head=head)
             return 200

@@ -53,7 +53,7 @@ class CacheRoutes:
                 extra.append((b"connection", b"close"))
             await send_error(send, status, message, head, extra)
         finally:
-            metrics.REQUESTS.labels(route, metrics.method_label(method), str(status)).inc()
+            metrics.count(metrics.REQUESTS, route, metrics.method_label(method), str(status))
 
     def caller(self, scope: Scope) -> TokenClaims | None:
         value = header(scope, b"authorization")

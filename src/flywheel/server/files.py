@@ -50,7 +50,7 @@ async def send_file(scope: Scope, send: Send, path: str, size: int, head: bool,
     if head:
         await send({"type": "http.response.body", "body": b""})
         return status
-    metrics.BYTES_OUT.labels(cache).inc(length)
+    metrics.count(metrics.BYTES_OUT, cache, amount=length)
     extensions: dict[str, Any] = scope.get("extensions") or {}
     if status == 200 and "http.response.pathsend" in extensions:
         # The server sends the file itself (zero-copy where it can).

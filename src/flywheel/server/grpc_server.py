@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from flywheel.bazel.reapi import bs_grpc, re_grpc
 from flywheel.cache.services import Services
-from flywheel.config import Settings
+from flywheel.config import Settings, settings_from_worker_env
 from flywheel.server.grpc_services import (
     Access,
     ActionCache,
@@ -72,8 +72,13 @@ async def _serve(settings: Settings, parent_pid: int) -> None:
     services.close()
 
 
-def run_grpc(settings_json: str, parent_pid: int) -> None:
-    settings = Settings.model_validate_json(settings_json)
+def main() -> None:
+    """Entry point of the gRPC process the supervisor starts."""
+    settings = settings_from_worker_env()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(settings, parent_pid))
+    asyncio.run(_serve(settings, int(os.environ["_FLYWHEEL_PARENT_PID"])))
+
+
+if __name__ == "__main__":
+    main()

@@ -153,9 +153,9 @@ class ActionCache(re_grpc.ActionCacheServicer):  # type: ignore[misc]
         digest = _digest(request.action_digest)
         found = self.bazel.get_ac(cache.name, digest.hash)
         if found is None or found.result is None:
-            metrics.BAZEL_LOOKUPS.labels(cache.name, "ac", "miss").inc()
+            metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "ac", "miss")
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"action {digest} not cached")
-        metrics.BAZEL_LOOKUPS.labels(cache.name, "ac", "hit").inc()
+        metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "ac", "hit")
         result = re_pb2.ActionResult()
         result.ParseFromString(found.result)
         return result
@@ -166,7 +166,7 @@ class ActionCache(re_grpc.ActionCacheServicer):  # type: ignore[misc]
         digest = _digest(request.action_digest)
         data = request.action_result.SerializeToString()
         self.bazel.put_ac(cache, digest.hash, data)
-        metrics.BAZEL_UPLOADS.labels(cache.name, "ac").inc()
+        metrics.count(metrics.BAZEL_UPLOADS, cache.name, "ac")
         return request.action_result
 
 
@@ -200,7 +200,7 @@ class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # t
                 elif r.compressor != re_pb2.Compressor.IDENTITY:
                     raise BazelError("unsupported compressor")
                 self.bazel.put_cas_bytes(digest, data)
-                metrics.BAZEL_UPLOADS.labels(cache.name, "cas").inc()
+                metrics.count(metrics.BAZEL_UPLOADS, cache.name, "cas")
             except CacheFull as e:
                 code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
             except (BazelError, DigestError) as e:
@@ -221,13 +221,13 @@ class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # t
         for d in digests:
             data = self._read_all(d)
             if data is None:
-                metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "miss").inc()
+                metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "miss")
                 responses.append(re_pb2.BatchReadBlobsResponse.Response(
                     digest=re_pb2.Digest(hash=d.hash, size_bytes=d.size),
                     status=status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0],
                                              message="blob not found")))
                 continue
-            metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "hit").inc()
+            metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "hit")
             compressor = re_pb2.Compressor.IDENTITY
             if zstd_ok and len(data) > 1024:
                 data, compressor = zstd_compress(data), re_pb2.Compressor.ZSTD
@@ -322,14 +322,14 @@ class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
                 (compressor is None and request.read_offset > digest.size):
             raise OutOfRange("read_offset and read_limit must lie within the blob")
         if not digest.is_empty and self.bazel.cas_size(digest.hash) != digest.size:
-            metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "miss").inc()
+            metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "miss")
             raise AccessDenied(404, f"blob {digest} not found")
         try:
             source: Any = _Empty() if digest.is_empty else self.bazel.open_cas(digest.hash)
         except FileNotFoundError:
-            metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "miss").inc()
+            metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "miss")
             raise AccessDenied(404, f"blob {digest} not found") from None
-        metrics.BAZEL_LOOKUPS.labels(cache.name, "cas", "hit").inc()
+        metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "hit")
         with source:
             skip = request.read_offset
             remaining = request.read_limit or -1
@@ -352,7 +352,7 @@ class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
                 if remaining >= 0:
                     chunk = chunk[:remaining]
                     remaining -= len(chunk)
-                metrics.BYTES_OUT.labels(cache.name).inc(len(chunk))
+                metrics.count(metrics.BYTES_OUT, cache.name, amount=len(chunk))
                 yield bs_pb2.ReadResponse(data=chunk)
                 if remaining == 0:
                     break
@@ -407,8 +407,8 @@ class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
                     spool = None
                     committed = os.path.getsize(self._spool_path(resource_name))
                     await self._commit_spool(resource_name, digest, resource.compressor)
-                    metrics.BAZEL_UPLOADS.labels(cache.name, "cas").inc()
-                    metrics.BYTES_IN.labels(cache.name).inc(committed)
+                    metrics.count(metrics.BAZEL_UPLOADS, cache.name, "cas")
+                    metrics.count(metrics.BYTES_IN, cache.name, amount=committed)
                     return bs_pb2.WriteResponse(committed_size=committed)
         finally:
             if spool is not None:

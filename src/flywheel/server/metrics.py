@@ -4,6 +4,7 @@ multiprocess mode when the server runs several workers."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -26,6 +27,19 @@ UPLOADS = Counter("flywheel_nix_uploads", "Nix uploads by kind and outcome",
 BAZEL_LOOKUPS = Counter("flywheel_bazel_lookups", "Bazel action-cache and CAS lookups",
                         ["cache", "kind", "result"])
 BAZEL_UPLOADS = Counter("flywheel_bazel_uploads", "Bazel entries stored", ["cache", "kind"])
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def count(counter: Counter, *labels: str, amount: float = 1) -> None:
+    """``counter.labels(*labels).inc(amount)``, remembering each labelled child: resolving
+    labels costs more than the increment, and the label sets are few and fixed."""
+    key = (id(counter), labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = counter.labels(*labels)
+    child.inc(amount)
 
 
 def _registry() -> CollectorRegistry:

@@ -97,8 +97,8 @@ class NixHandler(CacheRoutes):
                 await send_error(send, 413, "NAR is larger than the server accepts")
                 return 413
             nar = await self.services.paths.put_nar(file_name, body_chunks(receive))
-            metrics.BYTES_IN.labels(cache.name).inc(nar.file_size)
-            metrics.UPLOADS.labels(cache.name, "nar", "stored").inc()
+            metrics.count(metrics.BYTES_IN, cache.name, amount=nar.file_size)
+            metrics.count(metrics.UPLOADS, cache.name, "nar", "stored")
             await send_bytes(send, 200, b"")
             return 200
         return await _not_allowed(send, "GET, HEAD, PUT")
@@ -110,12 +110,12 @@ class NixHandler(CacheRoutes):
         if found is None:
             raise AccessDenied(404, f"no cache named {name!r}")
         if found.value is None:
-            metrics.NARINFO_LOOKUPS.labels(name, "miss").inc()
+            metrics.count(metrics.NARINFO_LOOKUPS, name, "miss")
             await send_error(send, 404, f"{hash_part} is not in cache {name!r}", head)
             return 404
-        metrics.NARINFO_LOOKUPS.labels(name, "hit").inc()
+        metrics.count(metrics.NARINFO_LOOKUPS, name, "hit")
         body = str(found.value).encode()
-        metrics.BYTES_OUT.labels(name).inc(0 if head else len(body))
+        metrics.count(metrics.BYTES_OUT, name, amount=0 if head else len(body))
         await send_bytes(send, 200, body, NARINFO_TYPE, head=head)
         return 200
 
@@ -129,9 +129,9 @@ class NixHandler(CacheRoutes):
         try:
             added = self.services.paths.put_narinfo(cache, hash_part, body)
         except UploadError:
-            metrics.UPLOADS.labels(cache.name, "narinfo", "rejected").inc()
+            metrics.count(metrics.UPLOADS, cache.name, "narinfo", "rejected")
             raise
-        metrics.UPLOADS.labels(cache.name, "narinfo", "stored" if added else "present").inc()
+        metrics.count(metrics.UPLOADS, cache.name, "narinfo", "stored" if added else "present")
         await send_bytes(send, 200, b"")
         return 200
 

@@ -1,15 +1,13 @@
-"""Start the server process: prepare shared state once, then hand the socket to Granian."""
+"""Start the server: check the ports, prepare shared state once, then become the
+supervisor that runs the HTTP workers and the gRPC process."""
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
 import socket
-
-from granian import Granian
-from granian.constants import Interfaces, RuntimeModes
+import sys
 
 from flywheel.cache.bootstrap import first_start
 from flywheel.cache.services import Services
@@ -27,6 +25,9 @@ def _check_free(host: str, port: int, what: str) -> None:
     silently split traffic with the first; refuse instead."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # Connections of a previous server lingering in TIME_WAIT are no obstacle; a
+        # listening socket still is.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as e:
@@ -48,33 +49,11 @@ def serve(settings: Settings) -> None:
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    # prometheus-client picks its storage when first imported, so nothing that imports it
-    # may load in this process before the directory is set; workers inherit the choice.
-    from flywheel.server.grpc_server import run_grpc
     os.environ.update(settings_for_worker(settings))
     log.info("serving on %s (%d workers), data in %s", settings.base_url, settings.workers,
              settings.data_dir.absolute())
-    grpc_process = multiprocessing.get_context("spawn").Process(
-        target=run_grpc, args=(settings.model_dump_json(), os.getpid()), name="flywheel-grpc",
-        daemon=True)
-    grpc_process.start()
-    try:
-        _run_http(settings, host, port)
-    finally:
-        grpc_process.terminate()
-        grpc_process.join(10)
-
-
-def _run_http(settings: Settings, host: str, port: int) -> None:
-    Granian(
-        "flywheel.server.app:create_app",
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=settings.workers,
-        factory=True,
-        log_access=False,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-        respawn_failed_workers=True,
-        runtime_mode=RuntimeModes.st,
-    ).serve()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The supervisor only watches processes, so it starts afresh without the database and
+    # migration stack this process loaded for the first start: that stays out of memory.
+    os.execv(sys.executable, [sys.executable, "-m", "flywheel.server.supervisor"])

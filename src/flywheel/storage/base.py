@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO, Protocol
 
 
@@ -30,7 +29,7 @@ class BlobStore(Protocol):
 
     def open(self, key: str) -> BinaryIO: ...
 
-    def local_path(self, key: str) -> Path | None:
+    def local_path(self, key: str) -> str | None:
         """A filesystem path for zero-copy serving, where the backend has one."""
 
     def delete(self, key: str) -> None: ...

@@ -57,16 +57,13 @@ class LocalBlobWriter:
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root / "blobs"
+        self._root_str = str(self.root)
         self.tmp_dir = root / "tmp"
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, key: str) -> Path:
-        if not _KEY.fullmatch(key) or ".." in key:
-            raise ValueError(f"invalid blob key {key!r}")
-        head, _, name = key.rpartition("/")
-        # Two levels of fan-out keep directories small at millions of blobs.
-        return self.root / head / name[:2] / name
+        return Path(self.local_path(key))
 
     def writer(self) -> LocalBlobWriter:
         return LocalBlobWriter(self)
@@ -89,8 +86,14 @@ class LocalBlobStore:
     def open(self, key: str) -> BinaryIO:
         return self.path_for(key).open("rb")
 
-    def local_path(self, key: str) -> Path | None:
-        return self.path_for(key)
+    def local_path(self, key: str) -> str:
+        # Two levels of fan-out keep directories small at millions of blobs. Plain string
+        # joins: this runs for every blob served, and pathlib costs more.
+        if not _KEY.fullmatch(key) or ".." in key:
+            raise ValueError(f"invalid blob key {key!r}")
+        head, _, name = key.rpartition("/")
+        return f"{self._root_str}/{head}/{name[:2]}/{name}" if head else \
+            f"{self._root_str}/{name[:2]}/{name}"
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
