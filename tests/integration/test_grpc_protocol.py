@@ -979,10 +979,15 @@ def test_resumable_write_after_stream_ends_without_finish(env: Env) -> None:
                     metadata=auth(env.pusher))
     assert err.code() == S.INVALID_ARGUMENT
     assert "ended without finish_write" in (err.details() or "")
+    _resume_and_finish(env, name, data, half)
+
+
+def _resume_and_finish(env: Env, name: str, data: bytes, half: int) -> None:
+    """The server kept the first half; a new Write from there completes the blob."""
+    d = digest(data)
     status = _query(env, name)
     assert (status.committed_size, status.complete) == (half, False)
     assert not env.stored(d)
-
     reply = env.bs.Write(write_requests(name, data[half:], offset=half),
                          metadata=auth(env.pusher), timeout=TIMEOUT)
     assert reply.committed_size == len(data)
@@ -1023,16 +1028,7 @@ def test_resumable_write_after_client_cancels(env: Env) -> None:
         release.set()
     with pytest.raises(grpc.FutureCancelledError):
         future.result()
-    # The server keeps what it received; a new Write continues from there.
-    status = _query(env, name)
-    assert (status.committed_size, status.complete) == (half, False)
-    assert not env.stored(d)
-    reply = env.bs.Write(write_requests(name, data[half:], offset=half),
-                         metadata=auth(env.pusher), timeout=TIMEOUT)
-    assert reply.committed_size == len(data)
-    status = _query(env, name)
-    assert (status.committed_size, status.complete) == (len(data), True)
-    assert env.read(d) == data
+    _resume_and_finish(env, name, data, half)
 
 
 def test_query_write_status_of_unknown_upload_is_not_found(env: Env) -> None:
