@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from flywheel.api.cache_config import DEFAULT_PRIORITY, DEFAULT_UPSTREAM_KEYS
 from flywheel.cache.narinfos import signed_narinfo
+from flywheel.db.hot import HotReads
 from flywheel.db.schema import caches, objects
 from flywheel.nix import narinfo as narinfo_codec
 from flywheel.nix.signing import SecretKey
@@ -52,9 +56,15 @@ class Cache:
     is_public: bool
     priority: int
     store_dir: str
-    signing_key: SecretKey
+    signing_key_text: str
     upstream_cache_key_names: tuple[str, ...]
     retention_period: int | None
+
+    @cached_property
+    def signing_key(self) -> SecretKey:
+        # Parsing checks the key pair, an ed25519 derivation; most lookups (access checks on
+        # every Bazel request) never sign, so they do not pay for it.
+        return SecretKey.parse(self.signing_key_text)
 
     @property
     def public_key(self) -> str:
@@ -64,13 +74,18 @@ class Cache:
         return f"StoreDir: {self.store_dir}\nWantMassQuery: 1\nPriority: {self.priority}\n"
 
 
-def _row_to_cache(row: object) -> Cache:
-    m = row._mapping  # type: ignore[attr-defined]
-    return Cache(id=m["id"], name=m["name"], is_public=bool(m["is_public"]),
-                 priority=m["priority"], store_dir=m["store_dir"],
-                 signing_key=SecretKey.parse(m["signing_key"]),
-                 upstream_cache_key_names=tuple(json.loads(m["upstream_cache_key_names"])),
-                 retention_period=m["retention_period"])
+_CACHE_COLUMNS = (caches.c.id, caches.c.name, caches.c.is_public, caches.c.priority,
+                  caches.c.store_dir, caches.c.signing_key, caches.c.upstream_cache_key_names,
+                  caches.c.retention_period)
+_CACHE_BY_NAME = select(*_CACHE_COLUMNS).where(caches.c.name == bindparam("name"))
+
+
+def _row_to_cache(row: Sequence[Any]) -> Cache:
+    id_, name, is_public, priority, store_dir, key, upstream, retention = row
+    return Cache(id=id_, name=name, is_public=bool(is_public), priority=priority,
+                 store_dir=store_dir, signing_key_text=key,
+                 upstream_cache_key_names=tuple(json.loads(upstream)),
+                 retention_period=retention)
 
 
 def _check_priority(priority: int) -> int:
@@ -80,9 +95,12 @@ def _check_priority(priority: int) -> int:
 
 
 class CacheService:
-    def __init__(self, engine: Engine, key_name_prefix: str) -> None:
+    def __init__(self, engine: Engine, reads: HotReads, key_name_prefix: str) -> None:
         self._engine = engine
         self._key_name_prefix = key_name_prefix
+        self._reads = reads
+        # Every access check on a cache route looks the cache up, so it takes the hot path.
+        self._by_name = reads.prepare(_CACHE_BY_NAME)
 
     def create(self, name: str, *, is_public: bool = True, priority: int = DEFAULT_PRIORITY,
                signing_key: SecretKey | None = None,
@@ -101,8 +119,7 @@ class CacheService:
         return self.get(name)
 
     def find(self, name: str) -> Cache | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(caches).where(caches.c.name == name)).first()
+        row = self._reads.run(self._by_name, {"name": name})
         return _row_to_cache(row) if row is not None else None
 
     def get(self, name: str) -> Cache:
@@ -113,7 +130,8 @@ class CacheService:
 
     def list(self) -> list[Cache]:
         with self._engine.connect() as conn:
-            return [_row_to_cache(r) for r in conn.execute(select(caches).order_by(caches.c.name))]
+            return [_row_to_cache(r) for r in
+                    conn.execute(select(*_CACHE_COLUMNS).order_by(caches.c.name))]
 
     def stats(self, cache: Cache) -> tuple[int, int]:
         """(store paths, total NAR bytes) held by the cache."""
@@ -136,8 +154,8 @@ class CacheService:
             values["upstream_cache_key_names"] = json.dumps(list(upstream_cache_key_names))
         new_key = None
         if regenerate_keypair:
-            generation = int(cache.signing_key.name.rsplit("-", 1)[-1]) + 1 \
-                if cache.signing_key.name.rsplit("-", 1)[-1].isdigit() else 2
+            suffix = cache.signing_key.name.rsplit("-", 1)[-1]
+            generation = int(suffix) + 1 if suffix.isdigit() else 2
             new_key = SecretKey.generate(f"{self._key_name_prefix}-{name}-{generation}")
             values["signing_key"] = new_key.to_string()
         if not values:

@@ -68,7 +68,7 @@ class Services:
         local = host in ("127.0.0.1", "localhost", "[::1]")
         key_prefix = socket.gethostname() if local else host
         return cls(settings=settings, engine=engine, blobs=blobs,
-                   caches=CacheService(engine, key_prefix),
+                   caches=CacheService(engine, reads, key_prefix),
                    paths=PathService(engine, reads, blobs, settings.max_nar_size),
                    bazel=BazelService(engine, reads, blobs, settings.bazel_max_size),
                    tokens=TokenRegistry(engine, reads),

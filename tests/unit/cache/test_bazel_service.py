@@ -37,7 +37,7 @@ class World:
         self.clock = Clock()
         self.bazel = BazelService(self.engine, HotReads(self.engine), self.blobs, max_size,
                                   clock=self.clock)
-        caches = CacheService(self.engine, "test")
+        caches = CacheService(self.engine, HotReads(self.engine), "test")
         self.a = caches.create("a")
         self.b = caches.create("b")
 
