@@ -25,7 +25,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.closure import nix_env
+from bench.nixconf import isolated_nix_env
 
 WRK_SCRIPT = """
 local counter = 0
@@ -128,7 +128,7 @@ def nix_copy_from(url: str, top: str, root: Path, public_key: str, home: Path) -
 
 def _nix(cmd: list[str], home: Path) -> Timed:
     shutil.rmtree(home, ignore_errors=True)  # a fresh narinfo cache (XDG_CACHE_HOME)
-    env = nix_env(home)
+    env = isolated_nix_env(home)
     cpu0 = _child_cpu()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=7200)

@@ -24,26 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.nixconf import isolated_nix_env
+
 BENCH = Path(__file__).resolve().parent
 GEN_SCRIPT = BENCH / "gen_path.py"
 GEN_VERSION = 1  # bump when the plan or gen_path.py changes shape
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
-
-NIX_CONFIG = "experimental-features = nix-command\nsandbox = false\nsubstituters =\n"
-
-
-def nix_env(home: Path | None = None, **extra: str) -> dict[str, str]:
-    """Environment for the real nix: no substituters, and (with ``home``) its own narinfo
-    cache, so nothing a previous run remembered changes what the next one does."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NIX_", "FLYWHEEL_"))}
-    env["NIX_CONFIG"] = NIX_CONFIG
-    if home is not None:
-        home.mkdir(parents=True, exist_ok=True)
-        env["HOME"] = str(home)
-        env["XDG_CACHE_HOME"] = str(home / "cache")
-    env.update(extra)
-    return env
 
 
 @dataclass(frozen=True)
@@ -166,7 +153,7 @@ class Closure:
 
 
 def _query(top: str) -> tuple[list[str], int]:
-    env = nix_env()
+    env = isolated_nix_env()
     paths = subprocess.run(["nix-store", "-qR", top], capture_output=True, text=True,
                            check=True, env=env).stdout.split()
     sizes = subprocess.run(["nix-store", "-q", "--size", *paths], capture_output=True,
@@ -197,7 +184,7 @@ def build(spec: ClosureSpec, results: Path, log: Callable[[str], None] = print) 
     import time
 
     results.mkdir(parents=True, exist_ok=True)
-    env = nix_env()
+    env = isolated_nix_env()
     top = _recorded(results, spec.key)
     gcroot = results / f"closure-{spec.key}"
     if top and subprocess.run(["nix-store", "--check-validity", top], env=env,
@@ -239,7 +226,8 @@ def file_cache(closure: Closure, results: Path, secret_key: Path,
     shutil.rmtree(home, ignore_errors=True)
     subprocess.run(["nix", "copy", "--to",
                     f"file://{directory}?compression=zstd&secret-key={secret_key}",
-                    closure.top], check=True, env=nix_env(home), capture_output=True)
+                    closure.top],
+                   check=True, env=isolated_nix_env(home), capture_output=True)
     stamp.write_text(closure.top + "\n" + secret_key.read_text())
     return directory
 
@@ -249,6 +237,6 @@ def signing_key(results: Path) -> tuple[Path, str]:
     secret, public = results / "nginx-cache.sec", results / "nginx-cache.pub"
     if not (secret.exists() and public.exists()):
         subprocess.run(["nix-store", "--generate-binary-cache-key", "bench-nginx-1",
-                        str(secret), str(public)], check=True, env=nix_env(),
+                        str(secret), str(public)], check=True, env=isolated_nix_env(),
                        capture_output=True)
     return secret, public.read_text().strip()

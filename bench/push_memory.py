@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import closure
-from bench.closure import MiB, nix_env
+from bench.closure import MiB
+from bench.nixconf import isolated_nix_env
 from bench.servers import (
     FLYWHEEL,
     Flywheel,
@@ -69,7 +70,7 @@ class BigPath:
 
 
 def _describe(key: str, path: str, file_bytes: int, seconds: float) -> BigPath:
-    env = nix_env()
+    env = isolated_nix_env()
 
     def q(flag: str) -> str:
         return subprocess.run(["nix-store", "-q", flag, path], capture_output=True, text=True,
@@ -85,7 +86,7 @@ def build_path(size: int, seed: int, results: Path, log: Log) -> BigPath:
     key = "push-" + spec.key.split("-", 1)[1]  # push-1024MiB-s1-v1-<gen_path.py hash>
     name = f"bench-push-{size // MiB}MiB"
     gcroot = results / key
-    env = nix_env()
+    env = isolated_nix_env()
     path = closure._recorded(results, key)
     if path and gcroot.exists() and subprocess.run(
             ["nix-store", "--check-validity", path], env=env, capture_output=True
@@ -355,7 +356,7 @@ SUMMARY = re.compile(r"pushed (\d+) \(.*?failed (\d+).*?([\d.]+) MiB/s")
 def _flywheel_push(fw: Flywheel, big: BigPath, work: Path) -> PushRun:
     home = work / "push-memory-client"
     shutil.rmtree(home, ignore_errors=True)
-    env = nix_env(home, XDG_CONFIG_HOME=str(home / "config"), COLUMNS="200")
+    env = isolated_nix_env(home, XDG_CONFIG_HOME=str(home / "config"), COLUMNS="200")
     login = subprocess.run([FLYWHEEL, "login", "bench", fw.url, "-"], input=fw.token + "\n",
                            capture_output=True, text=True, env=env, timeout=60)
     if login.returncode != 0:
@@ -399,7 +400,7 @@ def _nix_copy(fw: Flywheel, big: BigPath, work: Path) -> PushRun:
         before = reset_peaks(fw.pid)
         sampler.watch("server", fw.pid)
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=nix_env(home),
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=isolated_nix_env(home),
                               timeout=7200)
         seconds = time.perf_counter() - t0
     if proc.returncode != 0:

@@ -3,7 +3,6 @@ XDG config (profiles, nix.conf, netrc) and narinfo cache, against a real server.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -12,8 +11,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tests.support.nixenv import NIX_CONFIG, Nix
-from tests.support.server import FLYWHEEL, FlywheelServer, clean_env
+from bench.nixconf import isolated_nix_env
+from tests.support.nixenv import Nix
+from tests.support.server import FLYWHEEL, FlywheelServer
 
 SUMMARY = re.compile(
     r"pushed (?P<pushed>\d+) \((?P<bytes>[^)]*)\), deduplicated (?P<deduplicated>\d+), "
@@ -55,10 +55,7 @@ class Client:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in clean_env().items() if not k.startswith("NIX_")}
-        env.update(XDG_CONFIG_HOME=str(self.config_home), XDG_CACHE_HOME=str(self.home / "cache"),
-                   HOME=str(self.home), NIX_CONFIG=NIX_CONFIG, COLUMNS="200")
-        return env
+        return isolated_nix_env(self.home, XDG_CONFIG_HOME=str(self.config_home), COLUMNS="200")
 
     def run(self, *args: str, check: bool = True, input: str | None = None,
             env: dict[str, str] | None = None, timeout: float = 120
@@ -84,17 +81,11 @@ class Client:
 
 
 def nix_with_user_conf(home: Path, conf: Path) -> dict[str, str]:
-    """Environment for a nix that reads ``conf`` as the user's nix.conf, over a "machine"
-    file that clears the default substituter (this machine cannot reach cache.nixos.org).
-    Nothing on the command line or in NIX_CONFIG names a substituter or key."""
-    base = home / "machine-nix.conf"
-    base.parent.mkdir(parents=True, exist_ok=True)
-    base.write_text("substituters =\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NIX_", "FLYWHEEL_"))}
-    # The first file has the highest priority; Nix applies the list from the last.
-    env.update(NIX_USER_CONF_FILES=f"{conf}:{base}", NIX_CONFIG="sandbox = false\n",
-               XDG_CACHE_HOME=str(home / "nix-cache"), HOME=str(home))
-    return env
+    """Environment for a nix that reads ``conf`` as the user's nix.conf, over the isolated
+    machine configuration (which names no substituter: this machine cannot reach
+    cache.nixos.org). Nothing on the command line or in NIX_CONFIG names one either."""
+    return isolated_nix_env(home, NIX_USER_CONF_FILES=str(conf),
+                            XDG_CACHE_HOME=str(home / "nix-cache"))
 
 
 def build_chain(nix: Nix, workdir: Path, sizes: list[int]) -> list[str]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-# No default substituter: the machine has no route to cache.nixos.org.
-NIX_CONFIG = "experimental-features = nix-command\nsandbox = false\nsubstituters =\n"
+from bench.nixconf import isolated_nix_env
 
 
 @dataclass
@@ -21,12 +19,9 @@ class Nix:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NIX_", "FLYWHEEL_"))}
         # Nix remembers narinfos per binary-cache URL (including ones it uploaded itself),
         # so each client gets its own cache directory to see what the server really serves.
-        env.update(NIX_CONFIG=NIX_CONFIG, XDG_CACHE_HOME=str(self.home / "cache"),
-                   HOME=str(self.home))
-        return env
+        return isolated_nix_env(self.home)
 
     def run(self, *args: str, check: bool = True,
             timeout: float = 300) -> subprocess.CompletedProcess[str]:
