@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from flywheel import __version__
-from flywheel.config import load_settings
+from flywheel.app.settings import load_settings
 from tests.support.server import FLYWHEEL, FlywheelServer, clean_env, run_cli
 
 README = (Path(__file__).parents[2] / "README.md").read_text()

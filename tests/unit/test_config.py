@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel.config import ConfigError, load_settings, parse_listen, parse_size
+from flywheel.app.settings import ConfigError, load_settings, parse_listen, parse_size
 
 
 def test_defaults_need_no_configuration() -> None:

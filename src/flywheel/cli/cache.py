@@ -14,8 +14,8 @@ from flywheel.cli.common import ConfigOpt, DataDirOpt, fail, local_services, out
 from flywheel.nix.storepath import parse_base_name, parse_path
 
 if TYPE_CHECKING:
-    from flywheel.cache.caches import Cache
-    from flywheel.cache.services import Services
+    from flywheel.app.services import Services
+    from flywheel.cache.tenancy import Cache
 
 app = typer.Typer(help="Create, inspect, configure and destroy caches.", no_args_is_help=True)
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from flywheel.config import ConfigError, Settings, load_settings
+from flywheel.app.settings import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from flywheel.cache.services import Services
+    from flywheel.app.services import Services
 
 err = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -48,9 +48,9 @@ def setup_logging(level: str) -> None:
 def local_services(config: Path | None, data_dir: Path | None) -> Iterator[Services]:
     # Imported here: the database stack costs most of a second to load, which the client
     # commands (login, push, ...) sharing this CLI should not pay.
+    from flywheel.app.services import Services
     from flywheel.auth.tokens import TokenError
-    from flywheel.cache.caches import CacheError
-    from flywheel.cache.services import Services
+    from flywheel.cache.tenancy import CacheError
 
     settings = settings_from(config, data_dir=data_dir)
     services = Services.open(settings)

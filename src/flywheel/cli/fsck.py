@@ -18,7 +18,7 @@ def fsck(
     config: ConfigOpt = None, data_dir: DataDirOpt = None,
 ) -> None:
     """Check metadata against stored content; clean what crashes left behind."""
-    from flywheel.cache.fsck import fsck as run_fsck
+    from flywheel.maintenance.fsck import fsck as run_fsck
 
     with local_services(config, data_dir) as s:
         grace_seconds = 0 if grace == "0" else parse_duration(grace)

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from flywheel.cache.services import Services
-from flywheel.config import Settings, settings_from_worker_env
+from flywheel.app.services import Services
+from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.server import metrics
 from flywheel.server.attic_api import AtticApi
 from flywheel.server.bazel_http import ROUTE as BAZEL_ROUTE

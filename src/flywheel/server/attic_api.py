@@ -35,12 +35,12 @@ from flywheel.api.upload import (
     UploadPathNarInfo,
     UploadPathResult,
 )
+from flywheel.app.services import Services
 from flywheel.auth.access import AccessDenied, Authenticator, authorize
 from flywheel.auth.permissions import Grants
 from flywheel.auth.tokens import TokenClaims, parse_duration
-from flywheel.cache.caches import Cache, CacheError, CacheExists, CacheNotFound
-from flywheel.cache.services import Services
-from flywheel.cache.verify import UploadError
+from flywheel.cache.nix.verify import UploadError
+from flywheel.cache.tenancy import Cache, CacheError, CacheExists, CacheNotFound
 from flywheel.nix.hashes import NixHash
 from flywheel.nix.narinfo import NarInfo, NarInfoError
 from flywheel.nix.storepath import is_valid_hash_part, parse_path

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from flywheel.app.services import Services
 from flywheel.auth.access import AccessDenied, Authenticator, authorize
 from flywheel.auth.tokens import TokenClaims
-from flywheel.cache.bazel import BazelError, CacheFull
-from flywheel.cache.caches import Cache
-from flywheel.cache.services import Services
-from flywheel.cache.verify import UploadError
+from flywheel.cache.bazel.service import BazelError, CacheFull
+from flywheel.cache.nix.verify import UploadError
+from flywheel.cache.tenancy import Cache
 from flywheel.server import metrics
 from flywheel.server.responses import (
     ClientDisconnected,

@@ -12,8 +12,8 @@ import re
 
 from flywheel.auth.access import AccessDenied, authorize
 from flywheel.auth.tokens import TokenClaims
-from flywheel.cache.paths import NAR_FILE_NAME, NarFile, nar_url
-from flywheel.cache.verify import UploadError, max_file_size
+from flywheel.cache.nix.paths import NAR_FILE_NAME, NarFile, nar_url
+from flywheel.cache.nix.verify import UploadError, max_file_size
 from flywheel.nix.narinfo import MAX_NARINFO_BYTES
 from flywheel.server import metrics
 from flywheel.server.cache_routes import CacheRoutes

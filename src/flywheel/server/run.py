@@ -9,9 +9,9 @@ import shutil
 import socket
 import sys
 
-from flywheel.cache.bootstrap import first_start
-from flywheel.cache.services import Services
-from flywheel.config import Settings, settings_for_worker
+from flywheel.app.bootstrap import first_start
+from flywheel.app.services import Services
+from flywheel.app.settings import Settings, settings_for_worker
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from flywheel.app.services import Services
 from flywheel.auth.access import AccessDenied, Authenticator
-from flywheel.cache.services import Services
 from flywheel.server import metrics
 
 

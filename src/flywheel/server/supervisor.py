@@ -15,7 +15,7 @@ import sys
 from granian import Granian
 from granian.constants import Interfaces, RuntimeModes
 
-from flywheel.config import settings_from_worker_env
+from flywheel.app.settings import settings_from_worker_env
 
 PARENT_PID_ENV = "_FLYWHEEL_PARENT_PID"
 
@@ -24,7 +24,7 @@ def main() -> None:
     settings = settings_from_worker_env()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    grpc = subprocess.Popen([sys.executable, "-m", "flywheel.server.grpc_server"],
+    grpc = subprocess.Popen([sys.executable, "-m", "flywheel.server.grpc.server"],
                             env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
     host, port = settings.host_port
     try:

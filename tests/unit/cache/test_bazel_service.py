@@ -11,8 +11,8 @@ import pytest
 
 from flywheel.bazel.digests import EMPTY_SHA256, Digest
 from flywheel.bazel.reapi import re_pb2
-from flywheel.cache.bazel import BazelError, BazelService, CacheFull, DigestMismatch
-from flywheel.cache.caches import CacheService
+from flywheel.cache.bazel.service import BazelError, BazelService, CacheFull, DigestMismatch
+from flywheel.cache.tenancy import CacheService
 from flywheel.db.engine import make_engine, migrate
 from flywheel.db.hot import HotReads
 from flywheel.storage.local import LocalBlobStore

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from flywheel.app.settings import Settings
 from flywheel.auth.permissions import Grants
 from flywheel.auth.registry import TokenRegistry
 from flywheel.auth.tokens import TokenClaims, TokenSigner, new_secret
-from flywheel.cache.bazel import BazelService
-from flywheel.cache.caches import CacheService
-from flywheel.cache.paths import PathService
-from flywheel.config import Settings
+from flywheel.cache.bazel.service import BazelService
+from flywheel.cache.nix.paths import PathService
+from flywheel.cache.tenancy import CacheService
 from flywheel.db.engine import make_engine, migrate
 from flywheel.db.hot import HotReads
 from flywheel.storage.local import LocalBlobStore

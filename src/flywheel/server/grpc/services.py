@@ -11,15 +11,15 @@ from typing import Any, NoReturn
 import grpc
 from google.protobuf.message import DecodeError
 
+from flywheel.app.services import Services
 from flywheel.auth.access import AccessDenied, Authenticator, authorize
 from flywheel.auth.tokens import TokenClaims
 from flywheel.bazel.action_result import ActionResultError
 from flywheel.bazel.digests import Digest, DigestError
 from flywheel.bazel.reapi import bs_grpc, bs_pb2, re_grpc, re_pb2, semver_pb2, status_pb2
 from flywheel.bazel.resources import parse_read, parse_write
-from flywheel.cache.bazel import BazelError, CacheFull
-from flywheel.cache.caches import Cache, CacheError, check_cache_name
-from flywheel.cache.services import Services
+from flywheel.cache.bazel.service import BazelError, CacheFull
+from flywheel.cache.tenancy import Cache, CacheError, check_cache_name
 from flywheel.codecs import CodecError, StreamDecoder, ZstdStreamCompressor, zstd_compress
 from flywheel.server import metrics
 

@@ -20,7 +20,7 @@ from flywheel.bazel.action_result import (
     tree_file_digests,
 )
 from flywheel.bazel.digests import EMPTY_SHA256, Digest
-from flywheel.cache.caches import Cache
+from flywheel.cache.tenancy import Cache
 from flywheel.codecs import CodecError, StreamDecoder
 from flywheel.db.hot import HotReads
 from flywheel.db.schema import ac_entries, bazel_usage, caches, cas_blobs

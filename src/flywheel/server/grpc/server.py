@@ -11,10 +11,10 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from flywheel.app.services import Services
+from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.bazel.reapi import bs_grpc, re_grpc
-from flywheel.cache.services import Services
-from flywheel.config import Settings, settings_from_worker_env
-from flywheel.server.grpc_services import (
+from flywheel.server.grpc.services import (
     Access,
     ActionCache,
     ByteStream,

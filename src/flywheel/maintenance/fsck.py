@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, delete, exists, select
 
-from flywheel.cache.bazel import cas_key
-from flywheel.cache.paths import nar_blob_key
+from flywheel.cache.bazel.service import cas_key
+from flywheel.cache.nix.paths import nar_blob_key
 from flywheel.db.schema import cas_blobs, nars, objects
 from flywheel.storage.base import BlobStore
 

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 from sqlalchemy.exc import IntegrityError
 
 from flywheel.api.cache_config import DEFAULT_PRIORITY, DEFAULT_UPSTREAM_KEYS
-from flywheel.cache.narinfos import signed_narinfo
+from flywheel.cache.nix.narinfos import signed_narinfo
 from flywheel.db.hot import HotReads
 from flywheel.db.schema import caches, objects
 from flywheel.nix import narinfo as narinfo_codec

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from flywheel.app.services import Services, write_private_file
 from flywheel.auth.permissions import CachePermission, Grants
-from flywheel.cache.services import Services, write_private_file
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from flywheel.cache.caches import Cache
-from flywheel.cache.narinfos import signed_narinfo
-from flywheel.cache.verify import COMPRESSION_EXTENSIONS, NarFileVerifier, UploadError
+from flywheel.cache.nix.narinfos import signed_narinfo
+from flywheel.cache.nix.verify import COMPRESSION_EXTENSIONS, NarFileVerifier, UploadError
+from flywheel.cache.tenancy import Cache
 from flywheel.codecs import ZstdStreamCompressor
 from flywheel.db.hot import HotReads
 from flywheel.db.schema import caches, nars, objects

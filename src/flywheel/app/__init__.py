@@ -1,0 +1,1 @@
+"""The composition root: settings, services, first start, secrets."""

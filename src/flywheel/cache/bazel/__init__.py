@@ -1,0 +1,1 @@
+"""The Bazel side of the cache plane: a verified CAS and per-cache action caches."""

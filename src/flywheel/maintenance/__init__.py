@@ -1,0 +1,1 @@
+"""Keeping stored content and metadata consistent: fsck (and garbage collection)."""

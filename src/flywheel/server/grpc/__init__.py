@@ -1,0 +1,1 @@
+"""The gRPC server: REAPI cache services and ByteStream."""
