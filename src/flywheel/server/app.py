@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from flywheel.app.services import Services
@@ -16,6 +15,7 @@ from flywheel.server import metrics
 from flywheel.server.attic_api import AtticApi
 from flywheel.server.bazel_http import ROUTE as BAZEL_ROUTE
 from flywheel.server.bazel_http import BazelHandler
+from flywheel.server.health import health_routes
 from flywheel.server.nix_http import ROUTE as NIX_ROUTE
 from flywheel.server.nix_http import NixHandler
 from flywheel.server.responses import Receive, Scope, Send
@@ -25,21 +25,6 @@ log = logging.getLogger(__name__)
 
 
 def _management_app(services: Services) -> Starlette:
-    async def healthz(_: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
-    async def readyz(_: Request) -> Response:
-        try:
-            with services.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            writable = services.settings.data_dir.is_dir()
-        except Exception as e:  # readiness reports any failure rather than raising it
-            log.warning("not ready: %s", e)
-            return JSONResponse({"ready": False, "reason": "database unavailable"}, 503)
-        if not writable:
-            return JSONResponse({"ready": False, "reason": "data directory missing"}, 503)
-        return JSONResponse({"ready": True})
-
     async def prometheus(_: Request) -> Response:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
@@ -49,7 +34,7 @@ def _management_app(services: Services) -> Starlette:
                              "message": f"no route for {request.url.path}"}, 404)
 
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/readyz", readyz),
+        routes=[*health_routes(services),
                 Route("/metrics", prometheus), Route("/status", status_endpoint(services)),
                 *AtticApi(services).routes()],
         exception_handlers={404: not_found})

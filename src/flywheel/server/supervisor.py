@@ -24,7 +24,7 @@ def main() -> None:
     settings = settings_from_worker_env()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    grpc = subprocess.Popen([sys.executable, "-m", "flywheel.server.grpc.server"],
+    grpc = subprocess.Popen([sys.executable, "-m", "flywheel.server.grpc.process"],
                             env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
     host, port = settings.host_port
     try:
