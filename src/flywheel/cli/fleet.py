@@ -4,24 +4,38 @@ reconcile a fleet spec. Thin: parse flags, call :mod:`flywheel.fleet`, print."""
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
+from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
+from flywheel.fleet.apply import apply as apply_objects
+from flywheel.fleet.apply import prune as prune_objects
 from flywheel.fleet.crds import CrdError, crds_directory, from_directory
 from flywheel.fleet.desired import RenderError, desired, keys_for
+from flywheel.fleet.kube import Cluster, KubeError, Object
 from flywheel.fleet.loader import LoadedSpec, SpecError, load
 from flywheel.fleet.manifests import ManifestError, write
+from flywheel.fleet.plan import Plan, describe
+from flywheel.fleet.plan import plan as make_plan
+from flywheel.fleet.reconcile import reconcile_scale_set
+from flywheel.fleet.scalesets import scale_sets
+from flywheel.fleet.schedule import min_runners_at
+from flywheel.fleet.status import Stuck, scale_set_status
 from flywheel.fleet.validate import Validator
 
 app = typer.Typer(help="Runner fleet: one spec rendered to ARC runner scale sets.",
                   no_args_is_help=True)
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# No markup: printed values hold brackets (containers[runner]) that are not styles.
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 SPEC_ERROR = 2      # the spec (or what it renders to) is wrong: fix the file
 
@@ -37,7 +51,7 @@ AtOpt = Annotated[str | None, typer.Option(
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"error: {message}", style="bold red")
     return typer.Exit(code)
 
 
@@ -132,3 +146,173 @@ def render(
         out.print(f"wrote {path}")
     out.print(f"{len(written)} objects for {len(spec.fleet.pools)} pools and "
               f"{len(spec.fleet.enrollments)} enrollments in {out_dir}")
+
+
+KubeconfigOpt = Annotated[Path | None, typer.Option(
+    "--kubeconfig", help="[default: $KUBECONFIG, ~/.kube/config, else the pod's service account]",
+    show_default=False)]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="kubeconfig context",
+                                                show_default=False)]
+ForceOpt = Annotated[bool, typer.Option(
+    "--force-conflicts", help="Take over fields another field manager owns")]
+
+
+@contextlib.contextmanager
+def cluster_of(kubeconfig: Path | None, context: str | None) -> Iterator[Cluster]:
+    try:
+        cluster = Cluster.connect(kubeconfig, context)
+    except KubeError as e:
+        raise fail(str(e)) from None
+    try:
+        yield cluster
+    except KubeError as e:
+        raise fail(str(e)) from None
+    finally:
+        cluster.close()
+
+
+def _desired_for(cluster: Cluster, spec: LoadedSpec, crds: Path | None, server: str | None,
+                 at: datetime) -> list[Object]:
+    """The spec's objects, validated against the CRDs the cluster serves (or --crds)."""
+    url, token = server_profile(server)
+    cluster.check_arc()
+    schemas = from_directory(crds) if crds is not None else cluster.crds()
+    validator = Validator(schemas, spec.fleet.kubernetes_version)
+    return desired(spec, keys_for(spec, server_url=url, token=token), validator, at)
+
+
+def _show(result: Plan) -> None:
+    for step in result.steps:
+        if step.action != "unchanged":
+            for line in describe(step):
+                out.print(line)
+    for namespace in result.unused_namespaces:
+        out.print(f"Namespace {namespace}: no longer used by this fleet; it is kept (it may "
+                  f"hold your Secrets): kubectl delete namespace {namespace}")
+
+
+@app.command()
+def plan(file: SpecArg, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+         crds: CrdsOpt = None, server: ServerOpt = None, at: AtOpt = None,
+         force_conflicts: ForceOpt = False) -> None:
+    """Show what apply would do, per object: create, change (with the fields), delete."""
+    when = parse_at(at) or datetime.now(UTC)
+    with errors(), cluster_of(kubeconfig, context) as cluster:
+        spec = load(file)
+        objects = _desired_for(cluster, spec, crds, server, when)
+        result = make_plan(cluster, spec.fleet.name, objects, force=force_conflicts)
+        _show(result)
+        out.print(f"Plan: {result.summary()}")
+
+
+@app.command()
+def apply(file: SpecArg, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+          crds: CrdsOpt = None, server: ServerOpt = None, at: AtOpt = None,
+          prune: Annotated[bool, typer.Option(
+              "--prune", help="Also delete what this fleet made that the spec no longer "
+              "names")] = False,
+          force_conflicts: ForceOpt = False) -> None:
+    """Apply the spec with server-side apply; shows the plan first. Idempotent."""
+    when = parse_at(at) or datetime.now(UTC)
+    with errors(), cluster_of(kubeconfig, context) as cluster:
+        spec = load(file)
+        objects = _desired_for(cluster, spec, crds, server, when)
+        result = make_plan(cluster, spec.fleet.name, objects, force=force_conflicts)
+        _show(result)
+        if result.conflicts and not force_conflicts:
+            raise fail(f"{len(result.conflicts)} objects have fields another field manager "
+                       "owns; nothing was applied (--force-conflicts takes them over)")
+        applied = apply_objects(cluster, result, objects, force=force_conflicts)
+        counts = Counter(a.action for a in applied)
+        deleted = prune_objects(cluster, result) if prune else []
+        for d in deleted:
+            waiting = f" (waiting for finalizers: {', '.join(d.waiting_for)})" \
+                if d.waiting_for else ""
+            out.print(f"deleted {d.ref}{waiting}")
+        if result.deletions and not prune:
+            out.print(f"{len(result.deletions)} objects are no longer in the spec and were "
+                      "kept; apply --prune deletes them")
+        if not counts["created"] and not counts["changed"] and not deleted:
+            out.print(f"No changes: the cluster matches {file} "
+                      f"({counts['unchanged']} objects unchanged)")
+        else:
+            out.print(f"Applied: {counts['created']} created, {counts['changed']} changed, "
+                      f"{counts['unchanged']} unchanged, {len(deleted)} deleted")
+
+
+def _duration(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise fail(f"{text!r} is not a duration (90s, 10m, 1h)", 2) from None
+
+
+@app.command()
+def status(file: SpecArg, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+           pending_threshold: Annotated[str, typer.Option(
+               help="Flag runners Pending longer than this")] = "10m",
+           at: AtOpt = None) -> None:
+    """Per scale set: runners current/desired, ephemeral runners by phase, stuck ones."""
+    limit = _duration(pending_threshold)
+    when = parse_at(at) or datetime.now(UTC)
+    with errors(), cluster_of(kubeconfig, context) as cluster:
+        spec = load(file)
+        cluster.check_arc()
+        table = Table("scale set", "namespace", "runs-on", "min", "max", "current", "desired",
+                      "runners by phase", "schedule")
+        stuck: list[tuple[str, Stuck]] = []
+        for s in scale_sets(spec.fleet):
+            found = scale_set_status(cluster, s, when, limit)
+            scheduled = min_runners_at(s.pool, when)
+            window = f"{scheduled.window}: min {scheduled.min_runners}" if scheduled.window \
+                else f"min {scheduled.min_runners}"
+            if found.exists and found.min_runners != scheduled.min_runners:
+                window += " (reconcile will set it)"
+            if not found.exists:
+                table.add_row(s.name, s.namespace, s.runs_on, "-", "-", "-", "-",
+                              "not applied", window)
+                continue
+            phases = ", ".join(f"{n} {p}" for p, n in sorted(found.phases.items())) or "none"
+            table.add_row(s.name, s.namespace, s.runs_on, str(found.min_runners),
+                          str(found.max_runners), str(found.current), str(found.desired),
+                          phases, window)
+            stuck += [(f"{s.namespace}/{s.name}", x) for x in found.stuck]
+        out.print(table)
+        for where, x in stuck:
+            out.print(f"stuck: {where} runner {x.runner} ({x.phase}): {x.reason}",
+                      style="bold red")
+        if not stuck:
+            out.print("No stuck runners.")
+
+
+@app.command()
+def reconcile(file: SpecArg, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
+              watch: Annotated[bool, typer.Option(
+                  "--watch", help="Keep following the schedules, once a minute")] = False,
+              at: AtOpt = None, force_conflicts: ForceOpt = False) -> None:
+    """Set each scale set's minRunners to what its schedules say now (one-shot, e.g. from a
+    CronJob, or --watch)."""
+    fixed_at = parse_at(at)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with errors(), cluster_of(kubeconfig, context) as cluster:
+        spec = load(file)
+        cluster.check_arc()
+        while True:
+            when = fixed_at or datetime.now(UTC)
+            for s in scale_sets(spec.fleet):
+                a = reconcile_scale_set(cluster, s, when, force_conflicts)
+                why = f"schedule {a.window}" if a.window else "no schedule window open"
+                if a.before is None:
+                    out.print(f"{s.namespace}/{s.name}: not in the cluster yet (flywheel fleet "
+                              "apply creates it)")
+                elif a.changed:
+                    out.print(f"{s.namespace}/{s.name}: minRunners {a.before} → {a.after} "
+                              f"({why})")
+                else:
+                    out.print(f"{s.namespace}/{s.name}: minRunners {a.after} ({why}), "
+                              "unchanged")
+            if not watch or stop.wait(60 - datetime.now(UTC).second):
+                break
