@@ -4,6 +4,7 @@ kubeconfig, exactly as against a cluster."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,71 @@ def test_kubeconfig_from_the_environment_and_context(cluster: FakeCluster, spec:
     assert wrong.code == 1
     assert "Context 'elsewhere' not found" in wrong.err
     assert flywheel("fleet", "plan", str(spec), "--context", "fake", env=env).code == 0
+
+
+def row_of(table: str, scale_set: str) -> list[str]:
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        if cells[:1] == [scale_set]:
+            return cells
+    raise AssertionError(f"no row for {scale_set}:\n{table}")
+
+
+def test_status_names_stuck_runners(cluster: FakeCluster, spec: Path) -> None:
+    assert flywheel(*kube(cluster, "fleet", "apply", str(spec), "--at", MONDAY_NIGHT)).code == 0
+    ns, api = "arc-runners", "actions.github.com/v1alpha1"
+    labels = {"actions.github.com/scale-set-name": "nix",
+              "actions.github.com/scale-set-namespace": ns}
+    # What ARC's controller would have made by now.
+    cluster.patch(*ARS, "nix", ns, {"status": {"currentRunners": 4, "phase": "Running"}},
+                  manager="arc-controller", status=True)
+    cluster.create({"apiVersion": api, "kind": "EphemeralRunnerSet",
+                    "metadata": {"name": "nix-7xk2p", "namespace": ns, "labels": labels},
+                    "spec": {"replicas": 5, "patchID": 0}})
+    runners = {"nix-7xk2p-running": ("Running", {}), "nix-7xk2p-ghost": ("Running", {}),
+               "nix-7xk2p-failed": ("Failed", {"message": "Pod has failed to start more than "
+                                               "5 times", "failures": {str(i): "2025-03-03T"
+                                                                       f"0{i}:00:00Z"
+                                                                       for i in range(5)}}),
+               "nix-7xk2p-pull": ("Pending", {})}
+    for name, (phase, extra) in runners.items():
+        cluster.create({"apiVersion": api, "kind": "EphemeralRunner",
+                        "metadata": {"name": name, "namespace": ns, "labels": labels},
+                        "spec": {"githubConfigUrl": "https://github.com/acme",
+                                 "githubConfigSecret": "github-app", "runnerScaleSetId": 1}})
+        cluster.patch(api, "EphemeralRunner", name, ns, {"status": {"phase": phase, **extra}},
+                      manager="arc-controller", status=True)
+    for name, state in (("nix-7xk2p-running", {"running": {}}),
+                        ("nix-7xk2p-pull", {"waiting": {
+                            "reason": "ImagePullBackOff",
+                            "message": 'Back-off pulling image "ghcr.io/acme/nix-runner:2025.1"'
+                        }})):
+        cluster.create({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": name, "namespace": ns},
+                        "spec": {"containers": [{"name": "runner", "image": "x"}]}})
+        cluster.patch("v1", "Pod", name, ns, {"status": {"containerStatuses": [
+            {"name": "runner", "state": state, "ready": False, "restartCount": 0,
+             "image": "x", "imageID": ""}]}}, manager="kubelet", status=True)
+
+    later = (datetime.now(UTC) + timedelta(minutes=25)).isoformat()
+    result = flywheel(*kube(cluster, "fleet", "status", str(spec), "--at", later))
+    assert result.code == 0, result.err
+    assert row_of(result.out, "nix") == ["nix", "arc-runners", "nix", "1", "20", "4", "5",
+                     "1 Failed, 1 Pending, 2 Running", "min 1"]
+    stuck = [line for line in result.out.splitlines() if line.startswith("stuck: ")]
+    assert stuck == [
+        "stuck: arc-runners/nix runner nix-7xk2p-failed (Failed): Pod has failed to start "
+        "more than 5 times",
+        "stuck: arc-runners/nix runner nix-7xk2p-ghost (Running): Running, but its pod is "
+        "gone: the runner will never take a job (delete the EphemeralRunner)",
+        "stuck: arc-runners/nix runner nix-7xk2p-pull (Pending): Pending for 25m: runner: "
+        'ImagePullBackOff (Back-off pulling image "ghcr.io/acme/nix-runner:2025.1")',
+    ]
+    patient = flywheel(*kube(cluster, "fleet", "status", str(spec), "--at", later,
+                             "--pending-threshold", "1h"))
+    assert "nix-7xk2p-pull" not in patient.out
+
+    spec.write_text(spec.read_text() + "  - org: newcomer\n    pool: nix\n")
+    fresh = flywheel(*kube(cluster, "fleet", "status", str(spec), "--at", MONDAY_MORNING))
+    assert row_of(fresh.out, "nix-newcomer")[-2:] == ["not applied", "working-hours: min 4"]
+    assert row_of(fresh.out, "nix")[-1] == "working-hours: min 4 (reconcile will set it)"
