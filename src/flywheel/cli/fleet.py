@@ -20,6 +20,9 @@ from flywheel.fleet.apply import apply as apply_objects
 from flywheel.fleet.apply import prune as prune_objects
 from flywheel.fleet.crds import CrdError, crds_directory, from_directory
 from flywheel.fleet.desired import RenderError, desired, keys_for
+from flywheel.fleet.enroll import EnrollError, check_secret
+from flywheel.fleet.enroll import enroll as enroll_in
+from flywheel.fleet.enroll import offboard as offboard_from
 from flywheel.fleet.kube import Cluster, KubeError, Object
 from flywheel.fleet.loader import LoadedSpec, SpecError, load
 from flywheel.fleet.manifests import ManifestError, write
@@ -316,3 +319,63 @@ def reconcile(file: SpecArg, kubeconfig: KubeconfigOpt = None, context: ContextO
                               "unchanged")
             if not watch or stop.wait(60 - datetime.now(UTC).second):
                 break
+
+
+FileOpt = Annotated[Path, typer.Option("--file", "-f", help="The fleet spec to edit")]
+OrgOpt = Annotated[str | None, typer.Option("--org", help="A GitHub organization",
+                                            show_default=False)]
+RepoOpt = Annotated[str | None, typer.Option("--repo", help="A repository, OWNER/REPO",
+                                             show_default=False)]
+
+
+@app.command()
+def enroll(
+    pool: Annotated[str, typer.Option("--pool", help="The pool whose settings it gets")],
+    org: OrgOpt = None, repo: RepoOpt = None,
+    installation_id: Annotated[int | None, typer.Option(
+        "--installation-id", help="The GitHub App's installation id there", show_default=False
+    )] = None,
+    name: Annotated[str | None, typer.Option(
+        "--name", help="Kubernetes name of its scale set [default: POOL-ORG]",
+        show_default=False)] = None,
+    file: FileOpt = Path("fleet.yaml"), kubeconfig: KubeconfigOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Add an org or repo to a pool in the spec (comments kept), print the one-time steps
+    outside, and check its GitHub Secret in the cluster."""
+    with errors():
+        try:
+            edit = enroll_in(file, org=org, repo=repo, pool=pool,
+                             installation_id=installation_id, name=name)
+        except EnrollError as e:
+            raise fail(str(e)) from None
+    s = edit.scale_set
+    out.print(f"Enrolled {s.scope} in pool {s.runs_on}: scale set {s.namespace}/{s.name} "
+              f"(runs-on: {s.runs_on}), in {file}")
+    for i, step in enumerate(edit.steps, 1):
+        out.print(f"{i}. {step}")
+    try:
+        with contextlib.closing(Cluster.connect(kubeconfig, context)) as cluster:
+            ready, what = check_secret(cluster, edit.spec.fleet, s, installation_id)
+    except KubeError as e:
+        ready, what = False, f"could not check Secret {s.namespace}/{s.github_secret}: {e}"
+    out.print(f"check: {what}", style=None if ready else "yellow")
+
+
+@app.command()
+def offboard(
+    org: OrgOpt = None, repo: RepoOpt = None,
+    pool: Annotated[str | None, typer.Option(
+        "--pool", help="Which pool, when it is enrolled in several", show_default=False)] = None,
+    file: FileOpt = Path("fleet.yaml"),
+) -> None:
+    """Remove an org's or repo's enrollment from the spec (comments kept)."""
+    with errors():
+        try:
+            edit = offboard_from(file, org=org, repo=repo, pool=pool)
+        except EnrollError as e:
+            raise fail(str(e)) from None
+    s = edit.scale_set
+    out.print(f"Removed the enrollment of {s.scope} in pool {s.runs_on} from {file}")
+    for i, step in enumerate(edit.steps, 1):
+        out.print(f"{i}. {step}")

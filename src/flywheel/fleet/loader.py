@@ -58,6 +58,7 @@ def line_of(document: Any, path: FieldPath) -> int:
 def yaml_parser() -> YAML:
     yaml = YAML()   # round-trip: keeps comments and order, and knows every node's line
     yaml.allow_duplicate_keys = False
+    yaml.preserve_quotes = True
     return yaml
 
 
@@ -87,6 +88,11 @@ def load(path: Path) -> LoadedSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError([f"{path}: cannot read: {e.strerror or e}"]) from None
+    return load_text(path, text)
+
+
+def load_text(path: Path, text: str) -> LoadedSpec:
+    """``text`` as the spec ``path`` would hold (errors name ``path``)."""
     document = parse_document(path, text)
     if not isinstance(document, CommentedMap):
         raise SpecError([f"{path}:1: the fleet spec must be a mapping (name:, github:, pools:)"])

@@ -188,7 +188,7 @@ class Pool(Model):
 class Enrollment(Model):
     """Another org or repo served by a pool: the pool's settings, its own scope and Secret."""
 
-    org: Annotated[str, Field(pattern=GITHUB_NAME.pattern)] | None = None
+    org: Annotated[str, Field(pattern=rf"^{GITHUB_NAME.pattern}$")] | None = None
     repo: Annotated[str, Field(pattern=rf"^{GITHUB_NAME.pattern}/{GITHUB_NAME.pattern}$")] | None \
         = None
     pool: DnsLabel
