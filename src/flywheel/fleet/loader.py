@@ -74,6 +74,19 @@ def parse_document(path: Path, text: str) -> Any:
         raise SpecError([f"{path}:1: YAML syntax error: {e}"]) from None
 
 
+def plain(node: Any) -> Any:
+    """The round-trip document as plain dicts, lists and scalars (ruamel's keep quoting and
+    formatting in subclasses that nothing downstream should see)."""
+    if isinstance(node, dict):
+        return {str(k): plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [plain(v) for v in node]
+    for kind in (bool, int, float, str):
+        if isinstance(node, kind):
+            return kind(node)
+    return node
+
+
 def _message(error: Any) -> str:
     kind, msg = error["type"], str(error["msg"])
     if kind == "missing":
@@ -97,7 +110,7 @@ def load_text(path: Path, text: str) -> LoadedSpec:
     if not isinstance(document, CommentedMap):
         raise SpecError([f"{path}:1: the fleet spec must be a mapping (name:, github:, pools:)"])
     try:
-        fleet = Fleet.model_validate(document)
+        fleet = Fleet.model_validate(plain(document))
     except ValidationError as e:
         raise SpecError([
             f"{path}:{line_of(document, tuple(err['loc']))}: "
