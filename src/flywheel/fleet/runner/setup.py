@@ -163,9 +163,13 @@ def setup(environ: Mapping[str, str], places: Places, *, watch_store: bool) -> S
     result.outputs.update({"reachable": "true", "can-push": "true" if pushes else "false"})
     if watch_store:
         if wiring.nix_cache and wiring.token and nix_pushes:
-            pid = watch.start(places.state, wiring.url, wiring.token, wiring.nix_cache)
-            result.said.append(f"watch-store (pid {pid}) pushes new store paths to "
-                               f"{wiring.nix_cache!r}; `flywheel runner finish` flushes it")
+            try:
+                pid = watch.start(places.state, wiring.url, wiring.token, wiring.nix_cache)
+            except watch.WatchError as e:
+                result.warnings.append(str(e))
+            else:
+                result.said.append(f"watch-store (pid {pid}) pushes new store paths to "
+                                   f"{wiring.nix_cache!r}; `flywheel runner finish` flushes it")
         else:
             result.warnings.append("watch-store not started: the token may not push to "
                                    f"{wiring.nix_cache or 'a Nix cache'}")

@@ -26,16 +26,29 @@ def _flywheel() -> list[str]:
     return [sys.executable, "-c", "from flywheel.cli.main import main; main()"]
 
 
-def start(state_dir: Path, url: str, token: str, cache: str) -> int:
+class WatchError(Exception):
+    pass
+
+
+def start(state_dir: Path, url: str, token: str, cache: str, ready_within: float = 30) -> int:
+    """Start it and wait until it watches: paths the job adds before then would count as
+    already there and never be pushed."""
     path = profiles.config_path()
     stored = profiles.load(path)
     stored.add(profiles.Profile(PROFILE, url, token))
     profiles.save(path, stored)
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with (state_dir / LOG_FILE).open("ab") as log:
+    log_path = state_dir / LOG_FILE
+    with log_path.open("wb") as log:
         proc = subprocess.Popen([*_flywheel(), "watch-store", cache, "--server", PROFILE],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+    deadline = time.monotonic() + ready_within
+    while "watching " not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise WatchError(f"watch-store did not start: {log_path.read_text().strip()}")
+        time.sleep(0.1)
     (state_dir / PID_FILE).write_text(f"{proc.pid}\n")
     return proc.pid
 
