@@ -53,6 +53,10 @@ AtOpt = Annotated[str | None, typer.Option(
     "--at", help="Evaluate schedules at this ISO time instead of now", show_default=False)]
 
 
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"error: {message}", style="bold red")
     return typer.Exit(code)
@@ -112,9 +116,9 @@ def validate(file: SpecArg, crds: CrdsOpt = None) -> None:
             keys = {**placeholder, **(fleet.cache_server.public_keys if fleet.cache_server
                                       else {})}
             objects = len(desired(spec, keys, offline_validator(spec, crds)))
-    checked = f"; its {objects} objects are valid" if objects else ""
-    out.print(f"{file}: valid ({len(spec.fleet.pools)} pools, "
-              f"{len(spec.fleet.enrollments)} enrollments){checked}")
+    checked = f"; its {counted(objects, 'object')} are valid" if objects else ""
+    out.print(f"{file}: valid ({counted(len(spec.fleet.pools), 'pool')}, "
+              f"{counted(len(spec.fleet.enrollments), 'enrollment')}){checked}")
 
 
 def crds_directory_given() -> bool:
@@ -147,8 +151,8 @@ def render(
         written = write(objects, out_dir)
     for path in written:
         out.print(f"wrote {path}")
-    out.print(f"{len(written)} objects for {len(spec.fleet.pools)} pools and "
-              f"{len(spec.fleet.enrollments)} enrollments in {out_dir}")
+    out.print(f"{counted(len(written), 'object')} for {counted(len(spec.fleet.pools), 'pool')}"
+              f" and {counted(len(spec.fleet.enrollments), 'enrollment')} in {out_dir}")
 
 
 KubeconfigOpt = Annotated[Path | None, typer.Option(
