@@ -13,20 +13,19 @@ import yaml
 
 from flywheel.fleet.crds import from_directory
 from flywheel.fleet.validate import Validator
+from tests.fleet.clihelp import Result, flywheel
 from tests.fleet.conftest import DATA, EXAMPLE
 from tests.support.server import FLYWHEEL, clean_env
 
 GOLDEN = DATA / "golden"
 
 
-def render(spec: Path, out: Path, crds: Path, *extra: str,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([FLYWHEEL, "fleet", "render", str(spec), "--out", str(out),
-                           "--crds", str(crds), *extra], capture_output=True, text=True,
-                          env=clean_env(), timeout=60)
+def render(spec: Path, out: Path, crds: Path, *extra: str, check: bool = True) -> Result:
+    result = flywheel("fleet", "render", str(spec), "--out", str(out), "--crds", str(crds),
+                      *extra)
     if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+        assert result.code == 0, result.err
+    return result
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -123,9 +122,9 @@ def test_an_invalid_object_fails_the_render_and_writes_nothing(tmp_path: Path,
     spec.write_text(EXAMPLE.read_text().replace("effect: NoSchedule",
                                                 "effect: NoSchedule\n        seconds: 30"))
     proc = render(spec, tmp_path / "out", arc_crds, check=False)
-    assert proc.returncode == 2
+    assert proc.code == 2
     assert "AutoscalingRunnerSet arc-runners/nix: spec.template.spec.tolerations[0]: " \
-        "Additional properties are not allowed ('seconds' was unexpected)" in proc.stderr
+        "Additional properties are not allowed ('seconds' was unexpected)" in proc.err
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["fleet.yaml"]
 
@@ -143,18 +142,18 @@ def test_render_replaces_its_own_output_and_refuses_foreign_directories(
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     proc = render(EXAMPLE, foreign, arc_crds, check=False)
-    assert proc.returncode == 2
-    assert "holds files render did not write" in proc.stderr
+    assert proc.code == 2
+    assert "holds files render did not write" in proc.err
     assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
 
 
 @pytest.mark.parametrize("crds", ["", "missing"])
 def test_render_needs_the_crds(tmp_path: Path, crds: str) -> None:
     args = ["--crds", str(tmp_path / crds)] if crds else []
-    env = {k: v for k, v in clean_env().items() if k != "ARC_CRDS"}
     proc = subprocess.run([FLYWHEEL, "fleet", "render", str(EXAMPLE), "--out",
                            str(tmp_path / "out"), *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+                          env={k: v for k, v in clean_env().items() if k != "ARC_CRDS"},
+                          timeout=60)
     assert proc.returncode == 2
     assert "CRD" in proc.stderr
     assert not (tmp_path / "out").exists()
