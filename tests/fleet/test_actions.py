@@ -5,7 +5,6 @@ them reach the cache (or stay green without it)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +13,12 @@ import pytest
 import yaml
 
 from tests.fleet.actionrunner import Job, run_action
-from tests.fleet.conftest import REPO
+from tests.fleet.conftest import CACHE, REPO
 from tests.fleet.runnerenv import Runner, pool_variables
 from tests.support.bazelenv import Bazel
 from tests.support.server import FlywheelServer, free_port
 
 ACTIONS = REPO / "actions"
-CACHE = "jobs"
 SCRIPT_REF = "$GITHUB_ACTION_PATH/"
 
 
@@ -72,14 +70,6 @@ def test_the_reference_check_finds_broken_actions(tmp_path: Path) -> None:
         "actions/nix-job/action.yml: runs ../setup-flywheel/setup.sh, which is not an "
         "executable file",
     ]
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlywheelServer]:
-    server = FlywheelServer(tmp_path_factory.mktemp("actions-server") / "data").start()
-    server.cli("cache", "create", CACHE, "--private")
-    yield server
-    server.stop()
 
 
 def job(tmp_path: Path, variables: dict[str, str]) -> Job:

@@ -4,26 +4,16 @@ pool injects, a plain `nix-store -r` substitutes from a running `flywheel serve`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.fleet.conftest import CACHE
 from tests.fleet.runnerenv import Runner, pool_variables
 from tests.support.bazelenv import Bazel
 from tests.support.nixenv import Nix
 from tests.support.server import FLYWHEEL, FlywheelServer, free_port
-
-CACHE = "ci"
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlywheelServer]:
-    server = FlywheelServer(tmp_path_factory.mktemp("runner-server") / "data").start()
-    server.cli("cache", "create", CACHE, "--private")
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

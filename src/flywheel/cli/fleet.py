@@ -198,17 +198,23 @@ def _show(result: Plan) -> None:
                   f"hold your Secrets): kubectl delete namespace {namespace}")
 
 
+def _planned(cluster: Cluster, file: Path, crds: Path | None, server: str | None,
+             at: str | None, force: bool) -> tuple[list[Object], Plan]:
+    """The spec's objects and the plan for them, shown."""
+    spec = load(file)
+    objects = _desired_for(cluster, spec, crds, server, parse_at(at) or datetime.now(UTC))
+    result = make_plan(cluster, spec.fleet.name, objects, force=force)
+    _show(result)
+    return objects, result
+
+
 @app.command()
 def plan(file: SpecArg, kubeconfig: KubeconfigOpt = None, context: ContextOpt = None,
          crds: CrdsOpt = None, server: ServerOpt = None, at: AtOpt = None,
          force_conflicts: ForceOpt = False) -> None:
     """Show what apply would do, per object: create, change (with the fields), delete."""
-    when = parse_at(at) or datetime.now(UTC)
     with errors(), cluster_of(kubeconfig, context) as cluster:
-        spec = load(file)
-        objects = _desired_for(cluster, spec, crds, server, when)
-        result = make_plan(cluster, spec.fleet.name, objects, force=force_conflicts)
-        _show(result)
+        _, result = _planned(cluster, file, crds, server, at, force_conflicts)
         out.print(f"Plan: {result.summary()}")
 
 
@@ -220,15 +226,8 @@ def apply(file: SpecArg, kubeconfig: KubeconfigOpt = None, context: ContextOpt =
               "names")] = False,
           force_conflicts: ForceOpt = False) -> None:
     """Apply the spec with server-side apply; shows the plan first. Idempotent."""
-    when = parse_at(at) or datetime.now(UTC)
     with errors(), cluster_of(kubeconfig, context) as cluster:
-        spec = load(file)
-        objects = _desired_for(cluster, spec, crds, server, when)
-        result = make_plan(cluster, spec.fleet.name, objects, force=force_conflicts)
-        _show(result)
-        if result.conflicts and not force_conflicts:
-            raise fail(f"{len(result.conflicts)} objects have fields another field manager "
-                       "owns; nothing was applied (--force-conflicts takes them over)")
+        objects, result = _planned(cluster, file, crds, server, at, force_conflicts)
         applied = apply_objects(cluster, result, objects, force=force_conflicts)
         counts = Counter(a.action for a in applied)
         deleted = prune_objects(cluster, result) if prune else []

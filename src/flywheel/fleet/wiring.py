@@ -22,12 +22,10 @@ TOKEN_KEY = "token"   # the key holding the token in a pool's token Secret
 
 
 @dataclass(frozen=True)
-class CacheWiring:
+class CacheAddresses:
     url: str
     nix_cache: str | None
     bazel_cache: str | None
-    token_secret: str | None
-    public_key: str | None      # the Nix cache's key; None when there is no Nix cache
 
     @property
     def substituter(self) -> str | None:
@@ -36,6 +34,12 @@ class CacheWiring:
     @property
     def bazel_url(self) -> str | None:
         return f"{self.url}/{self.bazel_cache}" if self.bazel_cache else None
+
+
+@dataclass(frozen=True)
+class CacheWiring(CacheAddresses):
+    token_secret: str | None
+    public_key: str | None      # the Nix cache's key; None when there is no Nix cache
 
     def nix_config(self) -> str | None:
         # extra-: added to whatever the image's nix.conf already trusts (cache.nixos.org).
@@ -63,12 +67,9 @@ class CacheWiring:
 
 
 @dataclass(frozen=True)
-class InjectedWiring:
+class InjectedWiring(CacheAddresses):
     """What a job finds in its environment (the runner side of :class:`CacheWiring`)."""
 
-    url: str
-    nix_cache: str | None
-    bazel_cache: str | None
     token: str | None
     pinned_key: str | None      # the key the fleet was rendered with, from NIX_CONFIG
 
@@ -82,14 +83,6 @@ class InjectedWiring:
                    token=env.get(FLYWHEEL_TOKEN) or None,
                    pinned_key=pinned_key(env.get(NIX_CONFIG, ""), url,
                                          env.get(FLYWHEEL_CACHE) or None))
-
-    @property
-    def substituter(self) -> str | None:
-        return f"{self.url}/{self.nix_cache}" if self.nix_cache else None
-
-    @property
-    def bazel_url(self) -> str | None:
-        return f"{self.url}/{self.bazel_cache}" if self.bazel_cache else None
 
 
 def pinned_key(nix_config: str, url: str, cache: str | None) -> str | None:

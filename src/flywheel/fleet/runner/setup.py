@@ -53,12 +53,16 @@ class Places:
                    user_bazelrc=home / ".bazelrc", state=state)
 
 
-def _cache_config(http: httpx.Client, wiring: InjectedWiring, cache: str) -> CacheConfig:
+def _get(http: httpx.Client, wiring: InjectedWiring, path: str) -> httpx.Response:
     try:
-        response = http.get(f"{wiring.url}/_api/v1/cache-config/{cache}")
+        return http.get(f"{wiring.url}{path}")
     except httpx.TransportError as e:
         raise CacheUnusable(f"cannot reach the cache server at {wiring.url} "
                             f"({e or type(e).__name__})") from None
+
+
+def _cache_config(http: httpx.Client, wiring: InjectedWiring, cache: str) -> CacheConfig:
+    response = _get(http, wiring, f"/_api/v1/cache-config/{cache}")
     if response.status_code != 200:
         raise CacheUnusable(f"{wiring.url} refused cache {cache!r} ({response.status_code}"
                             f"{': ' + response.text[:200] if response.text else ''})")
@@ -70,11 +74,7 @@ def _cache_config(http: httpx.Client, wiring: InjectedWiring, cache: str) -> Cac
 
 def _readable(http: httpx.Client, wiring: InjectedWiring, cache: str) -> None:
     # The empty blob is in every cache: a 200 proves the server is up and the token may read.
-    try:
-        response = http.get(f"{wiring.url}/{cache}/cas/{EMPTY_BLOB}")
-    except httpx.TransportError as e:
-        raise CacheUnusable(f"cannot reach the cache server at {wiring.url} "
-                            f"({e or type(e).__name__})") from None
+    response = _get(http, wiring, f"/{cache}/cas/{EMPTY_BLOB}")
     if response.status_code != 200:
         raise CacheUnusable(f"{wiring.url} refused Bazel cache {cache!r} "
                             f"({response.status_code})")
