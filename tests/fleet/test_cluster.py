@@ -3,6 +3,9 @@ kubeconfig, exactly as against a cluster."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 from tests.fakes.kube.process import FakeCluster
 from tests.fleet.clihelp import flywheel
 from tests.fleet.conftest import EXAMPLE
+from tests.support.server import FLYWHEEL, clean_env
 
 ARS = ("actions.github.com/v1alpha1", "AutoscalingRunnerSet")
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -269,3 +273,21 @@ def test_status_names_stuck_runners(cluster: FakeCluster, spec: Path) -> None:
     fresh = flywheel(*kube(cluster, "fleet", "status", str(spec), "--at", MONDAY_MORNING))
     assert row_of(fresh.out, "nix-newcomer")[-2:] == ["not applied", "working-hours: min 4"]
     assert row_of(fresh.out, "nix")[-1] == "working-hours: min 4 (reconcile will set it)"
+
+
+def test_reconcile_watch_follows_until_told_to_stop(cluster: FakeCluster, spec: Path) -> None:
+    assert flywheel(*kube(cluster, "fleet", "apply", str(spec), "--at", MONDAY_NIGHT)).code == 0
+    proc = subprocess.Popen([FLYWHEEL, *kube(cluster, "fleet", "reconcile", str(spec),
+                                             "--watch", "--at", MONDAY_MORNING)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=clean_env())
+    try:
+        deadline = time.monotonic() + 60
+        while cluster.get(*ARS, "nix", "arc-runners")["spec"]["minRunners"] != 4:  # type: ignore[index]
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "arc-runners/nix: minRunners 1 → 4 (schedule working-hours)" in out

@@ -36,8 +36,8 @@ class FakeCluster:
                 "--kubeconfig", str(self.kubeconfig)]
         if self.crds is not None:
             args += ["--crds", str(self.crds)]
-        self.proc = subprocess.Popen(args, cwd=REPO, stdout=self.log.open("wb"),
-                                     stderr=subprocess.STDOUT)
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while not (self.kubeconfig.exists() and "on https://" in self.log.read_text()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
