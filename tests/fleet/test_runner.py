@@ -141,3 +141,13 @@ def test_the_write_probe_stores_nothing(srv: FlywheelServer, writer: str) -> Non
     after = httpx.get(f"{srv.url}/status",
                       headers={"Authorization": f"Bearer {srv.admin_token}"}).json()
     assert after["caches"][CACHE]["bazel"] == before["caches"][CACHE]["bazel"]
+
+
+def test_an_unwritable_home_is_a_warning_not_a_failure(tmp_path: Path, srv: FlywheelServer,
+                                                       writer: str) -> None:
+    runner = Runner(tmp_path / "runner")
+    runner.nix_conf.parent.parent.mkdir(parents=True)
+    runner.nix_conf.parent.write_text("a file where nix.conf's directory should be")
+    said = setup(runner, runner.env(pool(srv, writer)))
+    assert "warning: could not set the caches up: cannot read " in said
+    assert said.rstrip().endswith("Not a directory; the job runs without them")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from flywheel.client.errors import ClientError
 from flywheel.fleet.runner.github import export, warning_line
 from flywheel.fleet.runner.setup import Places, finish
 from flywheel.fleet.runner.setup import setup as run_setup
@@ -24,7 +25,14 @@ def setup(
     """Point nix and bazel at the caches from the injected FLYWHEEL_* variables. Always
     exits 0: without a usable cache the job runs without one, with a warning."""
     environ = dict(os.environ)
-    result = run_setup(environ, Places.default(environ), watch_store=watch_store)
+    try:
+        result = run_setup(environ, Places.default(environ), watch_store=watch_store)
+    except (OSError, ClientError) as e:
+        # Say so, in the job's annotations, and let it run without the cache.
+        print(warning_line(f"could not set the caches up: {e}; the job runs without them",
+                           environ))
+        export(environ, env={}, outputs={"reachable": "false", "can-push": "false"})
+        return
     for line in result.said:
         print(line)
     for warning in result.warnings:
