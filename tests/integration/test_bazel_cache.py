@@ -169,8 +169,10 @@ def test_protocol_level_http_rules(srv: FlywheelServer) -> None:
     dangling = re_pb2.ActionResult()
     dangling.output_files.add(path="out/b", digest=re_pb2.Digest(hash="b" * 64, size_bytes=3))
     ac2 = f"{srv.url}/main/ac/{'c' * 64}"
-    assert httpx.put(ac2, content=dangling.SerializeToString(), headers=auth).status_code == 200
-    assert httpx.get(ac2).status_code == 404  # its output is not in the CAS: a miss
+    # Its output is not in the cache: refused when written, so never a hit Bazel cannot use.
+    refused = httpx.put(ac2, content=dangling.SerializeToString(), headers=auth)
+    assert refused.status_code == 400 and "upload them first" in refused.json()["message"]
+    assert httpx.get(ac2).status_code == 404
     assert httpx.put(ac2, content=b"\xff\xfe garbage", headers=auth).status_code == 400
     assert httpx.get(f"{srv.url}/main/ac/NOTAHASH").status_code == 400
     assert httpx.put(url, content=data, headers={"Authorization": "Bearer nonsense"}

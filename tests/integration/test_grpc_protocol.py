@@ -379,7 +379,7 @@ def test_get_unknown_action_is_not_found(env: Env) -> None:
 
 
 @pytest.mark.parametrize("where", ["output_file", "stdout", "stderr", "output_directory"])
-def test_result_whose_output_is_missing_is_a_miss(env: Env, where: str) -> None:
+def test_result_whose_output_is_missing_is_refused_then_accepted(env: Env, where: str) -> None:
     absent = blob(777)
     if where == "output_directory":
         # A Tree blob must parse as one to be usable; make it unique but empty of files.
@@ -397,15 +397,21 @@ def test_result_whose_output_is_missing_is_a_miss(env: Env, where: str) -> None:
     else:
         result.output_directories.add(path="out/dir", tree_digest=d)
     action = random_digest()
-    env.update_ac(action, result, token=env.pusher)  # accepted: Bazel uploads AC last anyway
+    # Checked once, when written: an entry Bazel could not download is never stored.
+    err = rpc_error(env.ac.UpdateActionResult, re_pb2.UpdateActionResultRequest(
+        instance_name="main", action_digest=action, action_result=result),
+        metadata=auth(env.pusher))
+    assert err.code() == S.FAILED_PRECONDITION
+    assert "upload" in (err.details() or "")
     err = rpc_error(env.ac.GetActionResult, re_pb2.GetActionResultRequest(
         instance_name="main", action_digest=action), metadata=auth(env.admin))
     assert err.code() == S.NOT_FOUND
-    env.upload(absent)  # once the output is there, the entry is served
+    env.upload(absent)  # once the output is there, the entry is accepted and served
+    env.update_ac(action, result, token=env.pusher)
     assert env.get_ac(action) == result
 
 
-def test_result_whose_output_directory_file_is_missing_is_a_miss(env: Env) -> None:
+def test_result_whose_output_directory_file_is_missing_is_refused(env: Env) -> None:
     present, absent = blob(500), blob(600)
     env.upload(present)
     tree = re_pb2.Tree()
@@ -419,15 +425,17 @@ def test_result_whose_output_directory_file_is_missing_is_a_miss(env: Env) -> No
     result = re_pb2.ActionResult(exit_code=0)
     result.output_directories.add(path="out/dir", tree_digest=digest(tree_bytes))
     action = random_digest()
+    # Bazel would get a hit it cannot download ("Missing digest"), so it is not stored.
+    err = rpc_error(env.ac.UpdateActionResult, re_pb2.UpdateActionResultRequest(
+        instance_name="main", action_digest=action, action_result=result),
+        metadata=auth(env.admin))
+    assert err.code() == S.FAILED_PRECONDITION
+    err = rpc_error(env.ac.GetActionResult, re_pb2.GetActionResultRequest(
+        instance_name="main", action_digest=action), metadata=auth(env.admin))
+    assert err.code() == S.NOT_FOUND
+    env.upload(absent)
     env.update_ac(action, result)
-    # Bazel would get a hit it cannot download ("Missing digest"); bazel-remote answers a miss.
-    try:
-        served = env.get_ac(action)
-    except grpc.RpcError as e:
-        assert e.code() == S.NOT_FOUND, e
-    else:
-        pytest.fail(f"served {served.output_directories[0].path} although "
-                    f"{digest(absent).hash[:12]}... is not in the CAS")
+    assert env.get_ac(action) == result
 
 
 BAD_PATHS = ["../x", "/abs", "a/../../x", "a/./b", "a//b", ""]
@@ -492,7 +500,7 @@ def test_malformed_output_digest_is_invalid_argument(env: Env, hash_: str, size:
 
 
 def test_action_cache_is_isolated_between_caches(env: Env) -> None:
-    (d,) = env.upload(blob())
+    (d,) = env.upload(blob(), instance="alpha")
     result = _result_with_output(d)
     action = random_digest()
     env.update_ac(action, result, instance="alpha", token=env.alpha_pusher)
@@ -549,11 +557,12 @@ def test_find_missing_blobs(env: Env) -> None:
     assert sorted(missing) == sorted([(a.hash, a.size_bytes), (p.hash, p.size_bytes + 1)])
     assert env.missing(empty) == []
     assert env.missing() == []
-    # The CAS is global (verified by hash): another cache sees the same blob.
+    # Stored once, but held per cache: another cache does not report it present (that
+    # would tell anyone whether a private build produced a given file).
     reply = env.cas.FindMissingBlobs(re_pb2.FindMissingBlobsRequest(
         instance_name="alpha", blob_digests=[p, a]), metadata=auth(env.alpha_pusher),
         timeout=TIMEOUT)
-    assert [d.hash for d in reply.missing_blob_digests] == [a.hash]
+    assert sorted(d.hash for d in reply.missing_blob_digests) == sorted([p.hash, a.hash])
 
 
 @pytest.mark.parametrize(("hash_", "size"), BAD_DIGESTS)
@@ -1166,6 +1175,14 @@ def test_bytestream_read_needs_read_right_on_private_cache(env: Env,
         err = rpc_error(env.bs.Read, bs_pb2.ReadRequest(resource_name=read_name(d, "alpha")),
                         metadata=auth(token))
         assert err.code() == code
+    # Stored once, for main; alpha holds it only once it is written there. The admin may
+    # read main, which proves possession, so the write ends before any bytes are sent.
+    err = rpc_error(env.bs.Read, bs_pb2.ReadRequest(resource_name=read_name(d, "alpha")),
+                    metadata=auth(env.reader))
+    assert err.code() == S.NOT_FOUND
+    reply = env.bs.Write(iter([bs_pb2.WriteRequest(resource_name=write_name(d, "alpha"))]),
+                         metadata=auth(env.admin), timeout=TIMEOUT)
+    assert reply.committed_size == len(data)
     assert env.read(d, "alpha", token=env.reader, read_limit=10) == data[:10]
 
 

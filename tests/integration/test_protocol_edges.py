@@ -566,7 +566,7 @@ def test_nar_size_limit_is_exact(small: FlywheelServer) -> None:
         snap = Snapshot(small)
         r = HTTP.put(f"{small.url}/main/nar/{over.file_name}", content=over.body,
                      headers=admin)
-        assert r.status_code == 400, r.text
+        assert r.status_code == 413, r.text
         assert "limit" in r.json()["message"]
         snap.assert_unchanged()
     # An uncompressed file announced larger than the limit is refused before reading.
@@ -777,24 +777,24 @@ def test_invalid_cache_name_or_shape_in_url_is_404(env: Env, path: str) -> None:
                 assert set(r.json()) == ERROR_KEYS
 
 
-def test_reserved_and_invalid_names_are_refused_by_cache_create(env: Env) -> None:
-    names = ["api", "healthz", "nix-cache-info", "_api", "Main", "a" * 51]
-    longest = "z" * 50
+def test_invalid_names_are_refused_and_no_name_can_shadow_a_route(env: Env) -> None:
+    names = ["_api", "_ui", "_state", "Main", "a" * 51, ".x"]
+    fine = ["z" * 50, "healthz", "metrics", "status", "api"]
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(lambda n: env.srv.cli("cache", "create", n, check=False),
-                                [*names, longest]))
-    control = results.pop()
-    for name, proc in zip(names, results, strict=True):
+                                [*names, *fine]))
+    for name, proc in zip(names, results, strict=False):
         assert proc.returncode != 0, f"cache create {name!r} succeeded:\n{proc.stdout}"
         assert "invalid cache name" in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
-    # Nothing was created: an admin asking for them gets 404 (or the route is not a cache).
-    for name in ("api", "healthz", "status"):
-        r = HTTP.get(f"{env.url}/{name}/nix-cache-info", headers=_bearer(env.admin))
-        assert r.status_code == 404, r.text
-    # The longest valid name is fine (the control).
-    assert control.returncode == 0, control.stderr
-    assert HTTP.get(f"{env.url}/{longest}/nix-cache-info").status_code == 200
+    r = HTTP.get(f"{env.url}/_api/nix-cache-info", headers=_bearer(env.admin))
+    assert r.status_code == 404, r.text
+    # Names that spell a one-segment route are fine: /<name>/... never meets /healthz.
+    for name, proc in zip(fine, results[len(names):], strict=True):
+        assert proc.returncode == 0, proc.stderr
+        assert HTTP.get(f"{env.url}/{name}/nix-cache-info").status_code == 200
+    assert HTTP.get(f"{env.url}/healthz").status_code == 200
+    assert HTTP.get(f"{env.url}/metrics").status_code == 200
 
 
 @pytest.mark.parametrize("name", ["0" * 31, "0" * 33, "e" * 32, "A" * 32,
@@ -853,9 +853,9 @@ ALL_MAIN = Grants((("main", CachePermission(r=True, w=True, d=True)),))
 def test_bad_credentials_are_401_with_an_error_body(env: Env, tmp_path: Path,
                                                     stored: Stored) -> None:
     now = int(time.time())
-    ours = TokenSigner(_secret(env))
-    expired, _ = ours.mint("late", ALL_MAIN, 60, now=now - 3600)
-    future, _ = ours.mint("early", ALL_MAIN, 3600, now=now + 3600)
+    expired, _ = TokenSigner(_secret(env), clock=lambda: now - 3600).mint("late", ALL_MAIN, 60)
+    future, _ = TokenSigner(_secret(env), clock=lambda: now + 3600).mint("early", ALL_MAIN,
+                                                                         3600)
     foreign, _ = TokenSigner(new_secret()).mint("mallory", ALL_MAIN, 3600)
     unsigned = jwt.encode({"sub": "mallory", **ALL_MAIN.to_claims()}, None, algorithm="none")
     no_sub = jwt.encode({**ALL_MAIN.to_claims(), "exp": now + 60},

@@ -6,9 +6,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_PRIORITY = 41
-DEFAULT_UPSTREAM_KEYS = ("cache.nixos.org-1",)
-
 
 class CacheConfig(BaseModel):
     substituter_endpoint: str
@@ -34,10 +31,11 @@ class CreateCacheRequest(BaseModel):
 
     keypair: Literal["Generate"] = "Generate"
     is_public: bool = True
-    priority: int = Field(default=DEFAULT_PRIORITY, ge=0, le=10_000)
+    # Unset: the server's defaults (priority 41, just below cache.nixos.org; upstream
+    # cache.nixos.org-1).
+    priority: int | None = Field(default=None, ge=0, le=10_000)
     store_dir: Literal["/nix/store"] = "/nix/store"
-    upstream_cache_key_names: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_UPSTREAM_KEYS))
+    upstream_cache_key_names: list[str] | None = None
 
 
 class ConfigureCacheRequest(BaseModel):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from flywheel.app.services import Services, write_private_file
+from flywheel.app.secrets import write_private_file
+from flywheel.app.services import Services
 from flywheel.auth.permissions import CachePermission, Grants
 
 log = logging.getLogger(__name__)

@@ -60,6 +60,9 @@ class Settings(BaseModel):
     public_url: str | None = None
     workers: int = max(1, min(os.cpu_count() or 1, 8))
     max_nar_size: int = 64 << 30
+    max_compression_ratio: int = 1000
+    bazel_max_action_refs: int = 50_000
+    blocking_threads: int = 8
     grpc_listen: str = "127.0.0.1:9092"
     bazel_max_size: int | None = None
     log_level: str = "info"

@@ -30,10 +30,19 @@ class CachePermission:
 
     @classmethod
     def from_claim(cls, value: Any) -> CachePermission:
+        """Each bit is 0/1 or false/true; anything else (``"0"``, 2, null) is refused rather
+        than guessed at, so a malformed claim can never grant more than it says."""
         if not isinstance(value, dict):
             raise ValueError("permission entry must be an object")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: bool(v) for k, v in value.items() if k in known})
+        bits: dict[str, bool] = {}
+        for k, v in value.items():
+            if k not in known:
+                continue
+            if v not in (0, 1) or type(v) not in (int, bool):
+                raise ValueError(f"permission {k!r} must be 0, 1, false or true")
+            bits[k] = bool(v)
+        return cls(**bits)
 
     def merged(self, other: CachePermission) -> CachePermission:
         return CachePermission(**{f.name: getattr(self, f.name) or getattr(other, f.name)
@@ -85,6 +94,7 @@ class Grants:
         if not isinstance(caches, dict):
             raise ValueError("malformed cache permissions claim")
         ours = claims.get(FLYWHEEL_CLAIM, {})
-        admin = isinstance(ours, dict) and ours.get("admin") is True
+        if not isinstance(ours, dict) or ours.get("admin", False) not in (True, False):
+            raise ValueError("malformed flywheel claim")
         return cls(tuple((str(p), CachePermission.from_claim(v)) for p, v in caches.items()),
-                   admin)
+                   ours.get("admin") is True)

@@ -2,50 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from flywheel.api.cache_config import DEFAULT_PRIORITY, DEFAULT_UPSTREAM_KEYS
-from flywheel.cache.nix.narinfos import signed_narinfo
-from flywheel.db.hot import HotReads
+from flywheel.db.engine import Database
 from flywheel.db.schema import caches, objects
+from flywheel.errors import Conflict, Invalid, NotFound
 from flywheel.nix import narinfo as narinfo_codec
 from flywheel.nix.signing import SecretKey
 from flywheel.nix.storepath import STORE_DIR
 
-# Names become URL prefixes beside our own top-level routes, so those are reserved.
-_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,49}")
-RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "status", "nix-cache-info", "api"})
+# A cache name is the first segment of its URLs (/<name>/...). Every other route with more
+# than one segment starts with "_" (/_api, /_ui, /_state), which a name never does, so no
+# plane added later can collide with a cache; the few one-segment routes (/healthz,
+# /metrics, ...) cannot collide with /<name>/... either.
+CACHE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,49}")
+DEFAULT_PRIORITY = 41
+DEFAULT_UPSTREAM_KEYS = ("cache.nixos.org-1",)
 # What we store is a pusher's narinfo (at most MAX_NARINFO_BYTES) with our URL, file hash
 # and signature added.
 STORED_NARINFO_MAX_BYTES = narinfo_codec.MAX_NARINFO_BYTES + 4096
 
 
-class CacheError(Exception):
-    """A cache operation was refused; the message is for the user."""
-
-
-class CacheNotFound(CacheError):
-    pass
-
-
-class CacheExists(CacheError):
-    pass
-
-
 def check_cache_name(name: str) -> str:
-    if not _NAME.fullmatch(name) or name in RESERVED_NAMES:
-        raise CacheError(
-            f"invalid cache name {name!r}: use 1-50 characters of a-z 0-9 . _ -, starting with "
-            f"a letter or digit, and none of: {', '.join(sorted(RESERVED_NAMES))}")
+    if not CACHE_NAME.fullmatch(name):
+        raise Invalid(f"invalid cache name {name[:60]!r}: use 1-50 characters of a-z 0-9 . _ -, "
+                      "starting with a letter or digit")
     return name
 
 
@@ -60,11 +50,9 @@ class Cache:
     upstream_cache_key_names: tuple[str, ...]
     retention_period: int | None
 
-    @cached_property
+    @property
     def signing_key(self) -> SecretKey:
-        # Parsing checks the key pair, an ed25519 derivation; most lookups (access checks on
-        # every Bazel request) never sign, so they do not pay for it.
-        return SecretKey.parse(self.signing_key_text)
+        return _parse_key(self.signing_key_text)
 
     @property
     def public_key(self) -> str:
@@ -80,6 +68,13 @@ _CACHE_COLUMNS = (caches.c.id, caches.c.name, caches.c.is_public, caches.c.prior
 _CACHE_BY_NAME = select(*_CACHE_COLUMNS).where(caches.c.name == bindparam("name"))
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_key(text: str) -> SecretKey:
+    # Parsing checks the key pair, an ed25519 derivation: once per key and process, and
+    # only when something is signed (most lookups never sign).
+    return SecretKey.parse(text)
+
+
 def _row_to_cache(row: Sequence[Any]) -> Cache:
     id_, name, is_public, priority, store_dir, key, upstream, retention = row
     return Cache(id=id_, name=name, is_public=bool(is_public), priority=priority,
@@ -90,52 +85,60 @@ def _row_to_cache(row: Sequence[Any]) -> Cache:
 
 def _check_priority(priority: int) -> int:
     if not 0 <= priority <= 10_000:
-        raise CacheError("priority must be between 0 and 10000")
+        raise Invalid("priority must be between 0 and 10000")
     return priority
 
 
-class CacheService:
-    def __init__(self, engine: Engine, reads: HotReads, key_name_prefix: str) -> None:
-        self._engine = engine
-        self._key_name_prefix = key_name_prefix
-        self._reads = reads
-        # Every access check on a cache route looks the cache up, so it takes the hot path.
-        self._by_name = reads.prepare(_CACHE_BY_NAME)
+DestroyHook = Callable[[Connection, "Cache"], None]
 
-    def create(self, name: str, *, is_public: bool = True, priority: int = DEFAULT_PRIORITY,
+
+class CacheService:
+    def __init__(self, db: Database, key_name_prefix: str) -> None:
+        self._db = db
+        self._key_name_prefix = key_name_prefix
+        # Every access check on a cache route looks the cache up, so it takes the hot path.
+        self._by_name = db.hot.prepare(_CACHE_BY_NAME)
+        # What else a cache owns (the Bazel action cache) is released in the same
+        # transaction that destroys it.
+        self.on_destroy: list[DestroyHook] = []
+
+    def create(self, name: str, *, is_public: bool = True, priority: int | None = None,
                signing_key: SecretKey | None = None,
-               upstream_cache_key_names: tuple[str, ...] = DEFAULT_UPSTREAM_KEYS) -> Cache:
+               upstream_cache_key_names: tuple[str, ...] | None = None) -> Cache:
         check_cache_name(name)
         key = signing_key or SecretKey.generate(f"{self._key_name_prefix}-{name}-1")
         try:
-            with self._engine.begin() as conn:
+            with self._db.write() as conn:
                 conn.execute(insert(caches).values(
-                    name=name, is_public=is_public, priority=_check_priority(priority),
-                    store_dir=STORE_DIR, signing_key=key.to_string(),
-                    upstream_cache_key_names=json.dumps(list(upstream_cache_key_names)),
+                    name=name, is_public=is_public,
+                    priority=_check_priority(DEFAULT_PRIORITY if priority is None else priority),
+                    store_dir=STORE_DIR, signing_key=key.to_string(), key_name=key.name,
+                    upstream_cache_key_names=json.dumps(list(
+                        DEFAULT_UPSTREAM_KEYS if upstream_cache_key_names is None
+                        else upstream_cache_key_names)),
                     retention_period=None, created_at=int(time.time())))
         except IntegrityError:
-            raise CacheExists(f"cache {name!r} already exists") from None
+            raise Conflict(f"cache {name!r} already exists") from None
         return self.get(name)
 
     def find(self, name: str) -> Cache | None:
-        row = self._reads.run(self._by_name, {"name": name})
+        row = self._db.hot.run(self._by_name, {"name": name})
         return _row_to_cache(row) if row is not None else None
 
     def get(self, name: str) -> Cache:
         cache = self.find(name)
         if cache is None:
-            raise CacheNotFound(f"no cache named {name!r}")
+            raise NotFound(f"no cache named {name!r}")
         return cache
 
     def list(self) -> list[Cache]:
-        with self._engine.connect() as conn:
+        with self._db.read() as conn:
             return [_row_to_cache(r) for r in
                     conn.execute(select(*_CACHE_COLUMNS).order_by(caches.c.name))]
 
     def stats(self, cache: Cache) -> tuple[int, int]:
         """(store paths, total NAR bytes) held by the cache."""
-        with self._engine.connect() as conn:
+        with self._db.read() as conn:
             count, size = conn.execute(
                 select(func.count(), func.coalesce(func.sum(objects.c.nar_size), 0))
                 .where(objects.c.cache_id == cache.id)).one()
@@ -144,6 +147,9 @@ class CacheService:
     def configure(self, name: str, *, is_public: bool | None = None, priority: int | None = None,
                   upstream_cache_key_names: tuple[str, ...] | None = None,
                   regenerate_keypair: bool = False) -> Cache:
+        """Change a cache's settings. A new signing key takes effect at once: narinfos
+        signed by the old one are signed afresh when served until re-signed in storage
+        (``PathService.resign_stale``)."""
         cache = self.get(name)
         values: dict[str, object] = {}
         if is_public is not None:
@@ -152,33 +158,22 @@ class CacheService:
             values["priority"] = _check_priority(priority)
         if upstream_cache_key_names is not None:
             values["upstream_cache_key_names"] = json.dumps(list(upstream_cache_key_names))
-        new_key = None
         if regenerate_keypair:
             suffix = cache.signing_key.name.rsplit("-", 1)[-1]
             generation = int(suffix) + 1 if suffix.isdigit() else 2
             new_key = SecretKey.generate(f"{self._key_name_prefix}-{name}-{generation}")
             values["signing_key"] = new_key.to_string()
+            values["key_name"] = new_key.name
         if not values:
             return cache
-        with self._engine.begin() as conn:
+        with self._db.write() as conn:
             conn.execute(update(caches).where(caches.c.id == cache.id).values(**values))
-            if new_key is not None:
-                _resign_all(conn, cache, new_key)
         return self.get(name)
 
     def destroy(self, name: str) -> None:
         cache = self.get(name)
-        with self._engine.begin() as conn:
+        with self._db.write() as conn:
+            for hook in self.on_destroy:
+                hook(conn, cache)
             conn.execute(delete(objects).where(objects.c.cache_id == cache.id))
             conn.execute(delete(caches).where(caches.c.id == cache.id))
-
-
-def _resign_all(conn: Connection, cache: Cache, key: SecretKey) -> None:
-    """Re-render every stored narinfo so hits stay one lookup after a key change."""
-    rows = conn.execute(select(objects.c.id, objects.c.narinfo)
-                        .where(objects.c.cache_id == cache.id)).all()
-    for obj_id, text in rows:
-        info = narinfo_codec.parse(text, cache.store_dir, STORED_NARINFO_MAX_BYTES)
-        conn.execute(update(objects).where(objects.c.id == obj_id)
-                     .values(narinfo=signed_narinfo(info, key, cache.store_dir,
-                                                    cache.signing_key.name)))

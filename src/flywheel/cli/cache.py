@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from flywheel.api.cache_config import DEFAULT_PRIORITY
 from flywheel.cli import remote
 from flywheel.cli.common import ConfigOpt, DataDirOpt, fail, local_services, out
 from flywheel.nix.storepath import parse_base_name, parse_path
@@ -39,8 +38,9 @@ def _describe(services: Services, cache: Cache) -> dict[str, object]:
 def create(
     name: str,
     private: Annotated[bool, typer.Option("--private", help="Require a token to pull")] = False,
-    priority: Annotated[int, typer.Option(help="Substituter priority (lower wins)")] =
-        DEFAULT_PRIORITY,
+    priority: Annotated[int | None, typer.Option(
+        help="Substituter priority, lower wins [default: 41, just below cache.nixos.org]",
+        show_default=False)] = None,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, server: remote.ServerOpt = None,
 ) -> None:
     """Create a cache with its own signing key."""
@@ -117,6 +117,8 @@ def configure(
             name, is_public=public, priority=priority,
             upstream_cache_key_names=tuple(upstream_key) if upstream_key is not None else None,
             regenerate_keypair=regenerate_keypair)
+        if regenerate_keypair:
+            s.paths.resign_stale(cache)
         out.print(f"Configured cache {cache.name!r}: "
                   f"{'public' if cache.is_public else 'private'}, priority {cache.priority}")
         out.print(f"Public Key: {cache.public_key}")

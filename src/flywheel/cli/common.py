@@ -49,14 +49,15 @@ def local_services(config: Path | None, data_dir: Path | None) -> Iterator[Servi
     # Imported here: the database stack costs most of a second to load, which the client
     # commands (login, push, ...) sharing this CLI should not pay.
     from flywheel.app.services import Services
-    from flywheel.auth.tokens import TokenError
-    from flywheel.cache.tenancy import CacheError
+    from flywheel.errors import FlywheelError
 
     settings = settings_from(config, data_dir=data_dir)
     services = Services.open(settings)
     try:
         yield services
-    except (CacheError, TokenError, ValueError) as e:
+    except FlywheelError as e:
+        raise fail(e.message) from None
+    except ValueError as e:
         raise fail(str(e)) from None
     finally:
         services.close()

@@ -22,13 +22,18 @@ def fsck(
 
     with local_services(config, data_dir) as s:
         grace_seconds = 0 if grace == "0" else parse_duration(grace)
-        report = run_fsck(s.engine, s.blobs,
-                          repair=repair, grace_seconds=grace_seconds)
+        report = run_fsck(s.db, s.blobs, s.cas, s.bazel_bound, repair=repair,
+                          grace_seconds=grace_seconds)
     verb = "removed" if repair else "found"
     out.print(f"stale uploads {verb}: {len(report.stale_uploads)}")
     out.print(f"orphan blobs {verb}: {len(report.orphan_blobs)}")
     out.print(f"unreferenced NARs {verb}: {len(report.unreferenced_nars)}")
-    out.print(f"paths with missing content {verb}: {len(report.missing_content)}")
+    out.print(f"NARs with missing or short content {verb}: {len(report.missing_content)}")
+    out.print(f"CAS blobs with missing or short content {verb}: {len(report.missing_cas)}")
+    if report.bazel_usage is not None:
+        recorded, stored = report.bazel_usage
+        out.print(f"Bazel usage total {'reset' if repair else 'wrong'}: recorded {recorded} "
+                  f"bytes, stored {stored}")
     if report.clean:
         out.print("clean")
     elif not repair:

@@ -232,7 +232,7 @@ def _print_config(name: str, config: CacheConfig) -> None:
     out.print(f"  Upstream Key Names: {', '.join(config.upstream_cache_key_names)}")
 
 
-def cache_create(server: str, name: str, *, private: bool, priority: int) -> None:
+def cache_create(server: str, name: str, *, private: bool, priority: int | None) -> None:
     with _errors(), Api(_profile(server)) as api:
         config = admin.create_cache(api, name, is_public=not private, priority=priority)
         out.print(f"Created {'private' if private else 'public'} cache {name!r} on {server!r}")

@@ -16,8 +16,6 @@ from flywheel.client.api import Api
 from flywheel.client.errors import ClientError
 from flywheel.nix.storepath import is_valid_hash_part
 
-DEFAULT_UPSTREAM = ("cache.nixos.org-1",)
-
 # What each `token mint` flag grants, in the claim's spelling. Pushing implies pulling,
 # as in the local command: `nix copy --to` reads narinfos to skip what is there.
 FLAG_PERMISSIONS: dict[str, tuple[str, ...]] = {
@@ -26,11 +24,12 @@ FLAG_PERMISSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def create_cache(api: Api, name: str, *, is_public: bool, priority: int,
-                 upstream_cache_key_names: Sequence[str] = DEFAULT_UPSTREAM) -> CacheConfig:
-    body = CreateCacheRequest(keypair="Generate", is_public=is_public, priority=priority,
-                              store_dir="/nix/store",
-                              upstream_cache_key_names=list(upstream_cache_key_names))
+def create_cache(api: Api, name: str, *, is_public: bool, priority: int | None,
+                 upstream_cache_key_names: Sequence[str] | None = None) -> CacheConfig:
+    body = CreateCacheRequest(
+        keypair="Generate", is_public=is_public, priority=priority, store_dir="/nix/store",
+        upstream_cache_key_names=None if upstream_cache_key_names is None
+        else list(upstream_cache_key_names))
     response = api.request("POST", f"/_api/v1/cache-config/{name}",
                            json_body=body.model_dump(mode="json"))
     return api.parse(CacheConfig, response)

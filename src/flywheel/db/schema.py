@@ -32,6 +32,8 @@ caches = Table(
     Column("priority", Integer, nullable=False),
     Column("store_dir", String(255), nullable=False),
     Column("signing_key", Text, nullable=False),
+    # The signing key's name, so a narinfo signed by an earlier key is recognised cheaply.
+    Column("key_name", String(255), nullable=False),
     Column("upstream_cache_key_names", Text, nullable=False),
     Column("retention_period", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
@@ -50,6 +52,9 @@ nars = Table(
     Column("nar_size", BigInteger, nullable=False),
     Column("alias_of", String(64), nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # Set when the stored bytes were found missing or short; a verified upload of the same
+    # file clears it. Paths whose NAR is broken are not served.
+    Column("broken_at", BigInteger, nullable=True),
     Index("ix_nars_nar_hash", "nar_hash"),
     # One stored copy per NAR, even when two compressions of it race in.
     Index("uq_nars_canonical", "nar_hash", unique=True,
@@ -71,11 +76,26 @@ objects = Table(
     Column("system", String(64), nullable=True),
     Column("sigs", Text, nullable=False),
     Column("ca", Text, nullable=True),
-    # The narinfo as served, signed by the cache's key at ingest, so a hit is one lookup.
+    # The narinfo as served, signed by the cache's key at ingest, so a hit is one lookup;
+    # ``signed_by`` names that key, so a narinfo signed before a key rotation is re-signed.
     Column("narinfo", Text, nullable=False),
+    Column("signed_by", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     UniqueConstraint("cache_id", "store_path_hash", name="uq_objects_cache_path"),
     Index("ix_objects_nar_file", "nar_file", "cache_id"),
+)
+
+# NAR files uploaded to a cache, which its narinfos may then name. Bytes are stored once for
+# all caches, but a cache holds a file only through its own upload (or a narinfo of its own
+# naming it): a hash alone never adds content to a cache.
+cache_nars = Table(
+    "cache_nars",
+    metadata,
+    Column("cache_id", Integer, ForeignKey("caches.id", ondelete="CASCADE"), primary_key=True),
+    Column("file_hash", String(64), ForeignKey("nars.file_hash", ondelete="CASCADE"),
+           primary_key=True),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_cache_nars_file_hash", "file_hash"),
 )
 
 tokens = Table(
@@ -111,6 +131,16 @@ cas_blobs = Table(
     Index("ix_cas_blobs_accessed_at", "accessed_at"),
 )
 
+# Which caches hold a CAS blob: bytes are global, visibility is per cache, as for NARs.
+cas_members = Table(
+    "cas_members",
+    metadata,
+    Column("cache_id", Integer, ForeignKey("caches.id", ondelete="CASCADE"), primary_key=True),
+    Column("hash", String(64), ForeignKey("cas_blobs.hash", ondelete="CASCADE"),
+           primary_key=True),
+    Index("ix_cas_members_hash", "hash"),
+)
+
 ac_entries = Table(
     "ac_entries",
     metadata,
@@ -118,6 +148,9 @@ ac_entries = Table(
     Column("action_hash", String(64), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("result", LargeBinary, nullable=False),
+    # Every blob the result needs, down to the files inside its output trees, found when
+    # the entry was written (packed digests), so a lookup never reads a Tree again.
+    Column("refs", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("accessed_at", BigInteger, nullable=False),
     Index("ix_ac_entries_accessed_at", "accessed_at"),

@@ -1,4 +1,6 @@
-"""The ASGI application: Nix routes first (plain ASGI), everything else through Starlette."""
+"""The ASGI application: the cache protocols first (plain ASGI, hot), everything else
+through Starlette. The route table (``ENDPOINTS``) lists every route with the resource and
+action it needs."""
 
 from __future__ import annotations
 
@@ -6,59 +8,97 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 
 from flywheel.app.services import Services
 from flywheel.app.settings import Settings, settings_from_worker_env
-from flywheel.server import metrics
-from flywheel.server.attic_api import AtticApi
-from flywheel.server.bazel_http import ROUTE as BAZEL_ROUTE
+from flywheel.auth.authorize import CacheAction, CacheResource, may
+from flywheel.server import bazel_http, metrics, nix_http, status
+from flywheel.server.access import Access, Endpoint
+from flywheel.server.api import attic, caches, tokens
+from flywheel.server.api.attic import AtticApi
+from flywheel.server.api.caches import CachesApi
+from flywheel.server.api.common import error_response, route
+from flywheel.server.api.tokens import TokensApi
 from flywheel.server.bazel_http import BazelHandler
+from flywheel.server.blocking import Offload
+from flywheel.server.errors import answer
 from flywheel.server.health import health_routes
-from flywheel.server.nix_http import ROUTE as NIX_ROUTE
 from flywheel.server.nix_http import NixHandler
-from flywheel.server.responses import Receive, Scope, Send
-from flywheel.server.status import status_endpoint
+from flywheel.server.responses import Message, Receive, Scope, Send, send_error
 
 log = logging.getLogger(__name__)
 
+# Anyone may scrape; per-cache samples only for caches the caller may pull from.
+METRICS = Endpoint(("GET",), "/metrics", "cache", CacheAction.PULL, "metrics")
+HEALTH = (Endpoint(("GET",), "/healthz", "none", None, "healthz"),
+          Endpoint(("GET",), "/readyz", "none", None, "readyz"))
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *nix_http.ENDPOINTS, *bazel_http.ENDPOINTS, *attic.ENDPOINTS, *caches.ENDPOINTS,
+    *tokens.ENDPOINTS, *status.ENDPOINTS, METRICS, *HEALTH)
 
-def _management_app(services: Services) -> Starlette:
-    async def prometheus(_: Request) -> Response:
-        body, content_type = metrics.exposition()
+
+def _management_app(services: Services, access: Access, offload: Offload) -> Starlette:
+    async def prometheus(request: Request) -> Response:
+        principal = access.principal(request.headers.get("authorization"))
+        public = {c.name: c.is_public for c in await offload.run(services.caches.list)}
+        body, content_type = metrics.exposition(
+            lambda name: name in public and may(principal, CacheResource(name, public[name]),
+                                                CacheAction.PULL))
         return Response(body, media_type=content_type)
 
     async def not_found(request: Request, _exc: Exception) -> Response:
-        return JSONResponse({"code": 404, "error": "NotFound",
-                             "message": f"no route for {request.url.path}"}, 404)
+        return error_response(404, f"no route for {request.url.path[:200]}")
 
     return Starlette(
-        routes=[*health_routes(services),
-                Route("/metrics", prometheus), Route("/status", status_endpoint(services)),
-                *AtticApi(services).routes()],
+        routes=[*health_routes(services), route(METRICS, prometheus),
+                *status.status_routes(services, access, offload),
+                *AtticApi(services, access, offload).routes(),
+                *CachesApi(services, access, offload).routes(),
+                *TokensApi(services, access, offload).routes()],
         exception_handlers={404: not_found})
 
 
 class FlywheelApp:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._nix = NixHandler(services)
-        self._bazel = BazelHandler(services)
-        self._rest = _management_app(services)
+        self.offload = Offload(services.settings.blocking_threads)
+        access = Access(services)
+        self._nix = NixHandler(services, access, self.offload)
+        self._bazel = BazelHandler(services, access, self.offload)
+        self._rest = _management_app(services, access, self.offload)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
-            m = NIX_ROUTE.fullmatch(path)
+            m = nix_http.ROUTE.fullmatch(path)
             if m is not None:
                 await self._nix(scope, receive, send, m)
                 return
-            m = BAZEL_ROUTE.fullmatch(path)
+            m = bazel_http.ROUTE.fullmatch(path)
             if m is not None:
                 await self._bazel(scope, receive, send, m)
                 return
+            await self._guarded(scope, receive, send)
+            return
         await self._rest(scope, receive, send)  # type: ignore[arg-type]
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Whatever escapes the framework still gets a JSON answer, if none was started."""
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self._rest(scope, receive, tracking_send)  # type: ignore[arg-type]
+        except Exception as e:
+            if started:
+                raise
+            status_code, message, extra = answer(e)
+            await send_error(send, status_code, message, extra=extra)
 
 
 def create_app(settings: Settings | None = None) -> FlywheelApp:

@@ -1,18 +1,19 @@
-"""What every per-cache route shares: who is calling, and may they use this cache."""
+"""What every per-cache route shares: the caller, the one authorization path, blocking work
+kept off the event loop, and one answer for every refusal."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 from flywheel.app.services import Services
-from flywheel.auth.access import AccessDenied, Authenticator, authorize
-from flywheel.auth.tokens import TokenClaims
-from flywheel.cache.bazel.service import BazelError, CacheFull
-from flywheel.cache.nix.verify import UploadError
-from flywheel.cache.tenancy import Cache
+from flywheel.auth.principal import Principal
 from flywheel.server import metrics
+from flywheel.server.access import Access
+from flywheel.server.blocking import Offload
+from flywheel.server.errors import answer
 from flywheel.server.responses import (
     ClientDisconnected,
+    Message,
     Receive,
     Scope,
     Send,
@@ -21,49 +22,46 @@ from flywheel.server.responses import (
     send_error,
 )
 
-_WWW_AUTH = (b"www-authenticate", b'Basic realm="flywheel"')
 # After refusing an upload early, read up to this much of its body so the connection can
 # serve the client's next request; past it, close the connection instead.
 _DRAIN_LIMIT = 4 << 20
 
-Dispatch = Callable[[Receive], Awaitable[int]]
+Dispatch = Callable[[Receive, Send], Awaitable[int]]
 
 
 class CacheRoutes:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, access: Access, offload: Offload) -> None:
         self.services = services
-        self.auth = Authenticator(services.signer, services.tokens)
+        self.access = access
+        self.offload = offload
 
     async def respond(self, scope: Scope, receive: Receive, send: Send, route: str,
                       dispatch: Dispatch) -> None:
-        """Run a route, turning refusals into JSON errors and counting every outcome."""
+        """Run a route, turning every refusal into a JSON error and counting every outcome."""
         method = scope["method"]
-        head = method == "HEAD"
         tracked = TrackedReceive(receive)
         status = 500
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
-            status = await dispatch(tracked)
+            status = await dispatch(tracked, tracking_send)
         except ClientDisconnected:
             status = 499
-        except (AccessDenied, UploadError, BazelError) as e:
-            status, message = (e.status, e.message) if isinstance(e, AccessDenied) else \
-                (507 if isinstance(e, CacheFull) else 400, str(e))
-            extra = [_WWW_AUTH] if status == 401 else []
+        except Exception as e:  # every failure gets an answer; ``answer`` logs the unforeseen
+            if started:
+                raise
+            status, message, extra = answer(e)
             if method not in ("GET", "HEAD") and not await tracked.drain(_DRAIN_LIMIT, 1.0):
                 extra.append((b"connection", b"close"))
-            await send_error(send, status, message, head, extra)
+            await send_error(send, status, message, method == "HEAD", extra)
         finally:
             metrics.count(metrics.REQUESTS, route, metrics.method_label(method), str(status))
 
-    def caller(self, scope: Scope) -> TokenClaims | None:
+    def caller(self, scope: Scope) -> Principal:
         value = header(scope, b"authorization")
-        return self.auth.caller(value.decode("latin-1") if value else None)
-
-    def cache_for(self, claims: TokenClaims | None, name: str, needed: str) -> Cache:
-        """The cache, once the caller may use it that way. Callers without rights on a
-        name cannot tell a missing cache from one they may not see."""
-        cache = self.services.caches.find(name)
-        authorize(claims, name, cache.is_public if cache else None, needed)
-        if cache is None:
-            raise AccessDenied(404, f"no cache named {name!r}")
-        return cache
+        return self.access.principal(value.decode("latin-1") if value else None)

@@ -20,7 +20,7 @@ def health_routes(services: Services) -> list[Route]:
 
     async def readyz(_: Request) -> Response:
         try:
-            with services.engine.connect() as conn:
+            with services.db.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             writable = services.settings.data_dir.is_dir()
         except Exception as e:  # readiness reports any failure rather than raising it

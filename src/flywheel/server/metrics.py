@@ -4,10 +4,12 @@ multiprocess mode when the server runs several workers."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS"})
 
@@ -50,8 +52,24 @@ def _registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def exposition() -> tuple[bytes, str]:
-    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+class _Visible:
+    """The registry's metrics without the samples of caches the caller may not read."""
+
+    def __init__(self, registry: CollectorRegistry, visible: Callable[[str], bool]) -> None:
+        self._registry = registry
+        self._visible = visible
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples = [s for s in family.samples
+                            if "cache" not in s.labels or self._visible(s.labels["cache"])]
+            yield kept
+
+
+def exposition(visible: Callable[[str], bool]) -> tuple[bytes, str]:
+    """The Prometheus text, with per-cache samples only for caches ``visible`` admits."""
+    return generate_latest(_Visible(_registry(), visible)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
 
 
 def lookup_counts() -> dict[str, dict[str, int]]:

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
+
+from flywheel.server.errors import error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-            405: "MethodNotAllowed", 409: "Conflict", 411: "LengthRequired",
-            413: "PayloadTooLarge", 416: "RangeNotSatisfiable", 422: "UnprocessableEntity",
-            500: "InternalServerError", 503: "ServiceUnavailable", 507: "InsufficientStorage"}
-
 
 class ClientDisconnected(Exception):
     pass
@@ -31,12 +26,6 @@ async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes |
         headers.extend(extra)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-def error_body(status: int, message: str) -> bytes:
-    """Attic's error shape, so its client and ours print the reason."""
-    return json.dumps({"code": status, "error": _REASONS.get(status, "Error"),
-                       "message": message}).encode()
 
 
 async def send_error(send: Send, status: int, message: str, head: bool = False,

@@ -1,4 +1,4 @@
-"""Blob stores: content addressed by key, written atomically (temp, then rename/commit)."""
+"""Blob stores: content addressed by key, written atomically (temp, then placed)."""
 
 from flywheel.storage.base import BlobStore, BlobWriter
 from flywheel.storage.local import LocalBlobStore

@@ -7,51 +7,63 @@ import os
 import re
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from flywheel.storage.faults import storage_faults
+
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}(/[A-Za-z0-9][A-Za-z0-9._-]{0,199}){0,3}")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalBlobWriter:
     def __init__(self, store: LocalBlobStore) -> None:
         self._store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
+        with storage_faults("starting an upload"):
+            fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="upload-")
         self._file = os.fdopen(fd, "wb", buffering=0)
-        self._path = Path(name)
-        self._done = False
+        self._path = name
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        with storage_faults("writing an upload"):
+            self._file.write(data)
 
-    def commit(self, key: str) -> None:
-        final = self._store.path_for(key)
-        try:
-            self._file.flush()
+    def finish(self) -> None:
+        with storage_faults("storing an upload"):
             os.fsync(self._file.fileno())
             self._file.close()
-            final.parent.mkdir(parents=True, exist_ok=True)
-            # rename over an existing file is fine: same key means same content.
-            os.replace(self._path, final)
-            dir_fd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except BaseException:
-            self.abort()
-            raise
-        self._done = True
 
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
+    def place(self, key: str) -> None:
+        final = self._store.local_path(key)
+        parent = os.path.dirname(final)
+        # A hard link to a fresh name, then a rename over the key: atomic, replaces a short
+        # or damaged file, and keeps our copy for another placement.
+        staged = f"{parent}/.{os.path.basename(final)}.{uuid.uuid4().hex}"
+        with storage_faults("storing an upload"):
+            os.makedirs(parent, exist_ok=True)
+            os.link(self._path, staged)
+            try:
+                os.replace(staged, final)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(staged)
+                raise
+            _fsync_dir(parent)
+
+    def close(self) -> None:
         with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
-            self._path.unlink()
+            os.unlink(self._path)
 
 
 class LocalBlobStore:
@@ -62,29 +74,23 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
-    def path_for(self, key: str) -> Path:
-        return Path(self.local_path(key))
-
     def writer(self) -> LocalBlobWriter:
         return LocalBlobWriter(self)
 
-    def exists(self, key: str) -> bool:
-        return self.path_for(key).is_file()
-
     def size(self, key: str) -> int | None:
         try:
-            return self.path_for(key).stat().st_size
+            return os.stat(self.local_path(key)).st_size
         except FileNotFoundError:
             return None
 
     def modified(self, key: str) -> float | None:
         try:
-            return self.path_for(key).stat().st_mtime
+            return os.stat(self.local_path(key)).st_mtime
         except FileNotFoundError:
             return None
 
     def open(self, key: str) -> BinaryIO:
-        return self.path_for(key).open("rb")
+        return open(self.local_path(key), "rb")
 
     def local_path(self, key: str) -> str:
         # Two levels of fan-out keep directories small at millions of blobs. Plain string
@@ -96,8 +102,8 @@ class LocalBlobStore:
             f"{self._root_str}/{name[:2]}/{name}"
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path_for(key).unlink()
+        with contextlib.suppress(FileNotFoundError), storage_faults("deleting content"):
+            os.unlink(self.local_path(key))
 
     def iter_keys(self) -> Iterator[str]:
         for dirpath, _dirs, files in os.walk(self.root):
@@ -105,7 +111,8 @@ class LocalBlobStore:
             # drop the fan-out level to recover the key's own prefix
             prefix = rel.parent.as_posix() if rel.parent != Path(".") else ""
             for name in files:
-                yield f"{prefix}/{name}" if prefix else name
+                if not name.startswith("."):
+                    yield f"{prefix}/{name}" if prefix else name
 
     def stale_uploads(self, older_than: float) -> Iterator[str]:
         cutoff = time.time() - older_than
@@ -119,3 +126,12 @@ class LocalBlobStore:
             raise ValueError(f"invalid upload id {upload_id!r}")
         with contextlib.suppress(FileNotFoundError):
             (self.tmp_dir / upload_id).unlink()
+
+    def check_writable(self) -> None:
+        with storage_faults("checking that uploads can be stored"):
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="probe-")
+            try:
+                os.write(fd, b"\0" * 4096)
+            finally:
+                os.close(fd)
+                os.unlink(name)

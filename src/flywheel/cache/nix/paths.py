@@ -1,4 +1,10 @@
-"""Store paths in caches: NAR ingest, narinfo acceptance, lookups for serving, deletion."""
+"""Store paths in caches: what a cache holds, how it is served, and how it is added to.
+
+NAR bytes are shared by all caches (``nars``), but a cache holds a NAR only through an
+upload to it or a narinfo of its own naming it. Adding a path whose NAR lives elsewhere
+needs proof of possession: the bytes were sent in this request, or the caller may read a
+cache that holds them. No answer or error tells a caller anything about content it
+cannot read."""
 
 from __future__ import annotations
 
@@ -6,304 +12,251 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
-import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select
 
 from flywheel.cache.nix.narinfos import signed_narinfo
-from flywheel.cache.nix.verify import COMPRESSION_EXTENSIONS, NarFileVerifier, UploadError
-from flywheel.cache.tenancy import Cache
+from flywheel.cache.nix.nars import NarFile, NarStore, parse_nar_file_name
+from flywheel.cache.tenancy import STORED_NARINFO_MAX_BYTES, Cache, CacheService
 from flywheel.codecs import ZstdStreamCompressor
-from flywheel.db.hot import HotReads
-from flywheel.db.schema import caches, nars, objects
+from flywheel.db.engine import Database, insert_ignore
+from flywheel.db.schema import cache_nars, caches, nars, objects
+from flywheel.errors import FailedPrecondition, Invalid
 from flywheel.nix import narinfo as narinfo_codec
 from flywheel.nix.base32 import encode as b32encode
 from flywheel.nix.hashes import NixHash
 from flywheel.nix.narinfo import NarInfo, NarInfoError
-from flywheel.storage.base import BlobStore, BlobWriter
 
-log = logging.getLogger(__name__)
-
-_EXT_TO_COMPRESSION = {ext: name for name, ext in COMPRESSION_EXTENSIONS.items()}
-NAR_FILE_NAME = re.compile(r"([0-9abcdfghijklmnpqrsvwxyz]{52})\.nar(\.xz|\.zst|\.bz2)?")
-
-
-def nar_blob_key(file_hash: str) -> str:
-    return f"nar/{file_hash}"
-
-
-def nar_url(file_hash: str, compression: str) -> str:
-    return f"nar/{file_hash}.nar{COMPRESSION_EXTENSIONS[compression]}"
-
-
-@dataclass(frozen=True)
-class NarFile:
-    file_hash: str
-    compression: str
-    file_size: int
-    nar_hash: str
-    nar_size: int
-
-
-@dataclass(frozen=True)
-class Found:
-    """A lookup result with the owning cache's visibility, for the permission check."""
-
-    cache_public: bool
-    value: str | NarFile | None
-
+# May the caller pull from the cache of this name (and visibility)?
+Readable = Callable[[str, bool], bool]
+_RESIGN_BATCH = 500
 
 _NARINFO_BY_NAME = (
-    select(caches.c.is_public, objects.c.narinfo)
-    .select_from(caches.outerjoin(objects, and_(objects.c.cache_id == caches.c.id,
-                                                objects.c.store_path_hash == bindparam("h"))))
+    select(caches.c.is_public, objects.c.narinfo, objects.c.signed_by, caches.c.key_name)
+    .select_from(caches.outerjoin(
+        objects.join(nars, and_(nars.c.file_hash == objects.c.nar_file,
+                                nars.c.broken_at.is_(None))),
+        and_(objects.c.cache_id == caches.c.id,
+             objects.c.store_path_hash == bindparam("h"))))
     .where(caches.c.name == bindparam("cache"))
 )
 
+# A NAR is served through a cache once a narinfo of the cache names it (an upload alone
+# makes it the cache's to name, not to serve).
 _NAR_BY_NAME = (
     select(caches.c.is_public, nars.c.file_hash, nars.c.compression, nars.c.file_size,
-           nars.c.nar_hash, nars.c.nar_size)
-    .select_from(caches.outerjoin(
-        objects.join(nars, nars.c.file_hash == objects.c.nar_file),
-        and_(objects.c.cache_id == caches.c.id, objects.c.nar_file == bindparam("f"))))
+           nars.c.nar_hash, nars.c.nar_size, nars.c.broken_at)
+    .select_from(caches.outerjoin(nars, and_(
+        nars.c.file_hash == bindparam("f"), nars.c.alias_of.is_(None),
+        exists().where(objects.c.cache_id == caches.c.id,
+                       objects.c.nar_file == nars.c.file_hash))))
     .where(caches.c.name == bindparam("cache"))
-    .limit(1)
 )
+
+
+@dataclass(frozen=True)
+class NarinfoLookup:
+    cache_public: bool
+    text: str | None
+
+
+@dataclass(frozen=True)
+class NarLookup:
+    cache_public: bool
+    nar: NarFile | None
+    broken: bool
+
+
+@dataclass(frozen=True)
+class UploadOutcome:
+    """What Attic's upload reports. ``deduplicated`` only when the caller could read the
+    copy that was already there: otherwise the answer would tell it that another tenant
+    holds these bytes."""
+
+    deduplicated: bool
+    file_size: int
 
 
 class PathService:
-    def __init__(self, engine: Engine, reads: HotReads, blobs: BlobStore,
-                 max_nar_size: int) -> None:
-        self._engine = engine
-        self._blobs = blobs
-        self._max_nar_size = max_nar_size
-        self._reads = reads
-        self._narinfo_query = reads.prepare(_NARINFO_BY_NAME)
-        self._nar_query = reads.prepare(_NAR_BY_NAME)
+    def __init__(self, db: Database, nar_store: NarStore, caches_: CacheService) -> None:
+        self._db = db
+        self.nars = nar_store
+        self._caches = caches_
+        self._narinfo_query = db.hot.prepare(_NARINFO_BY_NAME)
+        self._nar_query = db.hot.prepare(_NAR_BY_NAME)
 
-    # -- reads: one indexed query each, also telling whether the cache exists and is public --
+    # -- reads on the request path: one indexed query each, also telling whether the cache
+    # -- exists and is public, for the permission check --
 
-    def narinfo(self, cache_name: str, hash_part: str) -> Found | None:
-        row = self._reads.run(self._narinfo_query, {"cache": cache_name, "h": hash_part})
-        return None if row is None else Found(bool(row[0]), row[1])
-
-    def nar(self, cache_name: str, file_hash: str) -> Found | None:
-        row = self._reads.run(self._nar_query, {"cache": cache_name, "f": file_hash})
+    def narinfo(self, cache_name: str, hash_part: str) -> NarinfoLookup | None:
+        row = self._db.hot.run(self._narinfo_query, {"cache": cache_name, "h": hash_part})
         if row is None:
             return None
-        return Found(bool(row[0]), NarFile(*row[1:]) if row[1] is not None else None)
+        public, text, signed_by, key_name = row
+        if text is not None and signed_by != key_name:
+            text = self._resigned(cache_name, text, signed_by)
+        return NarinfoLookup(bool(public), text)
 
-    def nar_local_path(self, nar: NarFile) -> str | None:
-        return self._blobs.local_path(nar_blob_key(nar.file_hash))
+    def _resigned(self, cache_name: str, text: str, old_key_name: str) -> str:
+        """A narinfo signed before the cache's key was rotated, signed now with the current
+        key (the background re-signing has not reached it yet)."""
+        cache = self._caches.get(cache_name)
+        info = narinfo_codec.parse(text, cache.store_dir, STORED_NARINFO_MAX_BYTES)
+        return signed_narinfo(info, cache.signing_key, cache.store_dir, old_key_name)
 
-    def open_nar(self, nar: NarFile) -> object:
-        return self._blobs.open(nar_blob_key(nar.file_hash))
-
-    # -- writes --
-
-    async def put_nar(self, file_name: str, body: AsyncIterator[bytes]) -> NarFile:
-        """Store a NAR file named by the hash of its bytes, verifying it while it streams.
-
-        Nothing becomes visible unless the name, the compression and the archive inside
-        all check out; a NAR already held in any compression keeps no second copy."""
-        m = NAR_FILE_NAME.fullmatch(file_name)
-        if not m:
-            raise UploadError(f"bad NAR file name {file_name!r}: expected "
-                              "nar/<nix-base32 sha256 of the file>.nar[.xz|.zst|.bz2]")
-        expected_hash, compression = m.group(1), _EXT_TO_COMPRESSION[m.group(2) or ""]
-        verifier = NarFileVerifier(compression, self._max_nar_size)
-        writer = self._blobs.writer()
-        try:
-            async for chunk in body:
-                verifier.feed(chunk)
-                writer.write(chunk)
-            verifier.finish()
-            file_hash = b32encode(verifier.file_sha256)
-            if file_hash != expected_hash:
-                raise UploadError(f"NAR file hash is {file_hash}, but its name says "
-                                  f"{expected_hash}: the upload is corrupt or truncated")
-            nar = NarFile(file_hash, compression, verifier.file_size,
-                          "sha256:" + b32encode(verifier.nar_sha256), verifier.nar_size)
-            existing = self._find_nar_file(file_hash)
-            if existing is not None:
-                writer.abort()
-                return existing
-            self._keep(nar, writer)
-            return nar
-        except BaseException:
-            writer.abort()
-            raise
-
-    def _keep(self, nar: NarFile, writer: BlobWriter) -> NarFile:
-        """Record a verified file, or only an alias when the NAR is already held; returns
-        the file whose bytes are kept."""
-        canonical = self._canonical_for(nar.nar_hash)
-        if canonical is not None:
-            writer.abort()
-            self._insert_nar(nar, alias_of=canonical)
-            return self._resolve(nar)
-        writer.commit(nar_blob_key(nar.file_hash))
-        if not self._insert_nar(nar, alias_of=None):
-            # A concurrent upload recorded this NAR first. Unless it was this very file,
-            # its copy is the one kept and ours goes.
-            recorded, alias = self._alias_state(nar.file_hash)
-            if not recorded or alias is not None:
-                self._blobs.delete(nar_blob_key(nar.file_hash))
-            if not recorded:
-                self._insert_nar(nar, alias_of=self._canonical_for(nar.nar_hash))
-        return self._resolve(nar)
-
-    async def upload_path(self, cache: Cache, info: NarInfo,
-                          body: AsyncIterator[bytes]) -> tuple[bool, NarFile]:
-        """Attic's upload: an uncompressed NAR plus its metadata. The NAR is verified
-        against ``info`` while it streams and stored zstd-compressed. Returns whether its
-        bytes were new, and the file kept."""
-        verifier = NarFileVerifier("none", self._max_nar_size)
-        already = self._canonical_for(info.nar_hash.to_base32())
-        compressor = None if already is not None else ZstdStreamCompressor(level=3)
-        writer = self._blobs.writer()
-        file_sha = hashlib.sha256()
-        file_size = 0
-        try:
-            async for chunk in body:
-                verifier.feed(chunk)
-                if compressor is not None:
-                    out = compressor.compress(chunk)
-                    file_sha.update(out)
-                    file_size += len(out)
-                    writer.write(out)
-            verifier.finish()
-            nar_hash = "sha256:" + b32encode(verifier.nar_sha256)
-            _check_claims(info, nar_hash, verifier.nar_size)
-            if compressor is None:
-                writer.abort()
-                canonical = self._find_nar_file(str(already))
-                if canonical is not None:
-                    self._add_object(cache, info, canonical)
-                    return False, canonical
-                raise UploadError("the stored copy of this NAR vanished; upload again")
-            tail = compressor.flush()
-            file_sha.update(tail)
-            writer.write(tail)
-            nar = NarFile(b32encode(file_sha.digest()), "zstd", file_size + len(tail),
-                          nar_hash, verifier.nar_size)
-            kept = self._keep(nar, writer)
-            self._add_object(cache, info, kept)
-            return kept.file_hash == nar.file_hash, kept
-        except BaseException:
-            writer.abort()
-            raise
+    def nar(self, cache_name: str, file_hash: str) -> NarLookup | None:
+        row = self._db.hot.run(self._nar_query, {"cache": cache_name, "f": file_hash})
+        if row is None:
+            return None
+        nar = NarFile(*row[1:6]) if row[1] is not None else None
+        return NarLookup(bool(row[0]), nar, row[6] is not None)
 
     def missing(self, cache: Cache, hash_parts: list[str]) -> list[str]:
         present: set[str] = set()
-        with self._engine.connect() as conn:
+        with self._db.read() as conn:
             for i in range(0, len(hash_parts), 500):
                 present.update(conn.execute(select(objects.c.store_path_hash).where(
                     objects.c.cache_id == cache.id,
                     objects.c.store_path_hash.in_(hash_parts[i:i + 500]))).scalars())
         return [h for h in hash_parts if h not in present]
 
-    def _find_nar_file(self, file_hash: str) -> NarFile | None:
-        with self._engine.connect() as conn:
-            row = conn.execute(select(nars.c.file_hash, nars.c.compression, nars.c.file_size,
-                                      nars.c.nar_hash, nars.c.nar_size)
-                               .where(nars.c.file_hash == file_hash)).first()
-        return NarFile(*row) if row is not None else None
+    # -- writes --
 
-    def _alias_state(self, file_hash: str) -> tuple[bool, str | None]:
-        """(whether the file has a row, what it is an alias of)."""
-        with self._engine.connect() as conn:
-            row = conn.execute(select(nars.c.alias_of)
-                               .where(nars.c.file_hash == file_hash)).first()
-        return (row is not None, row[0] if row is not None else None)
+    def put_nar(self, cache: Cache, file_name: str, chunks: Iterable[bytes]) -> NarFile:
+        """Store an uploaded NAR file (verified while it streams); the cache holds it from
+        now on, so its narinfo may follow."""
+        kept = self.nars.ingest(file_name, chunks)
+        with self._db.write() as conn:
+            _hold(conn, cache, kept.file_hash)
+        return kept
 
-    def _canonical_for(self, nar_hash: str) -> str | None:
-        with self._engine.connect() as conn:
-            return conn.execute(select(nars.c.file_hash).where(
-                nars.c.nar_hash == nar_hash, nars.c.alias_of.is_(None)).limit(1)).scalar()
-
-    def _insert_nar(self, nar: NarFile, alias_of: str | None) -> bool:
-        """False when a concurrent upload recorded the same file, or (for a canonical row)
-        the same NAR, first."""
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(insert(nars).values(
-                    file_hash=nar.file_hash, compression=nar.compression,
-                    file_size=nar.file_size, nar_hash=nar.nar_hash, nar_size=nar.nar_size,
-                    alias_of=alias_of, created_at=int(time.time())))
-        except IntegrityError:
-            return False
-        return True
-
-    def put_narinfo(self, cache: Cache, hash_part: str, text: bytes) -> bool:
-        """Accept a narinfo whose NAR is already stored and matches it. Returns False when
-        the cache already held the path (the first upload stays)."""
+    def put_narinfo(self, cache: Cache, hash_part: str, text: bytes,
+                    readable: Readable) -> bool:
+        """Accept a narinfo whose NAR the cache holds (or the caller may read elsewhere).
+        Returns False when the cache already held the path (the first upload stays)."""
         try:
             info = narinfo_codec.parse(text, cache.store_dir)
         except NarInfoError as e:
-            raise UploadError(f"malformed narinfo: {e}") from None
+            raise Invalid(f"malformed narinfo: {e}") from None
         if info.store_path.hash_part != hash_part:
-            raise UploadError(f"narinfo is for {info.store_path.base_name}, "
-                              f"but was uploaded as {hash_part}.narinfo")
-        nar = self._nar_for_narinfo(info)
-        return self._add_object(cache, info, self._resolve(nar))
+            raise Invalid(f"narinfo is for {info.store_path.base_name}, "
+                          f"but was uploaded as {hash_part}.narinfo")
+        if not info.url.startswith("nar/"):
+            raise Invalid(f"narinfo URL {info.url[:80]!r} is not a NAR of this cache "
+                          "(expected nar/<file hash>.nar[.ext])")
+        file_hash, compression = parse_nar_file_name(info.url.removeprefix("nar/"))
+        canonical = self._possessed(cache, file_hash, readable)
+        if canonical is None:
+            raise FailedPrecondition(f"{info.url} has not been uploaded to cache "
+                                     f"{cache.name!r}: upload the NAR first")
+        named = self.nars.find(file_hash)
+        assert named is not None  # possession implies a row
+        _check_claims(info, canonical)
+        if compression != named[0].compression or info.compression != compression:
+            raise Invalid(f"narinfo says Compression: {info.compression}, but {info.url} "
+                          f"is {compression}")
+        if info.file_hash is not None and \
+                info.file_hash.to_base32() != f"sha256:{named[0].file_hash}":
+            raise Invalid("FileHash does not match the uploaded file")
+        if info.file_size is not None and info.file_size != named[0].file_size:
+            raise Invalid("FileSize does not match the uploaded file")
+        return self._add_object(cache, info, canonical)
+
+    def _possessed(self, cache: Cache, file_hash: str, readable: Readable) -> NarFile | None:
+        """The canonical file for ``file_hash`` if the cache holds it or the caller may read
+        a cache that does; None otherwise, whether or not the file exists."""
+        found = self.nars.find(file_hash)
+        if found is None:
+            return None
+        nar, alias_of = found
+        if alias_of is not None:
+            resolved = self.nars.find(alias_of)
+            if resolved is None:
+                return None
+            nar = resolved[0]
+        held = or_(exists().where(objects.c.cache_id == caches.c.id,
+                                  objects.c.nar_file == nar.file_hash),
+                   exists().where(cache_nars.c.cache_id == caches.c.id,
+                                  cache_nars.c.file_hash == nar.file_hash))
+        with self._db.read() as conn:
+            holders = conn.execute(select(caches.c.id, caches.c.name, caches.c.is_public)
+                                   .where(held)).all()
+        if any(cid == cache.id or readable(name, bool(public))
+               for cid, name, public in holders):
+            return nar
+        return None
+
+    def upload_path(self, cache: Cache, info: NarInfo, chunks: Iterable[bytes],
+                    readable: Readable) -> UploadOutcome:
+        """Attic's upload: an uncompressed NAR plus its metadata, verified against each
+        other while it streams and stored zstd-compressed."""
+        known = self.nars.canonical_for(info.nar_hash.to_base32())
+        if known is not None and self._possessed(cache, known.file_hash, readable):
+            # The caller may read a copy already: verify the bytes, keep none of them.
+            _check_sent(info, self.nars.verify("none", chunks))
+            self._add_object(cache, info, known)
+            return UploadOutcome(True, known.file_size)
+        writer = self.nars.writer()
+        try:
+            compressed = _ZstdFile(writer.write)
+            got = self.nars.verify("none", chunks, compressed.write)
+            _check_sent(info, got)
+            compressed.close()
+            writer.finish()
+            nar = NarFile(b32encode(compressed.sha256.digest()), "zstd", compressed.size,
+                          got.nar_hash, got.nar_size)
+            kept = self.nars.record(nar, writer)
+        finally:
+            writer.close()
+        with self._db.write() as conn:
+            _hold(conn, cache, kept.file_hash)
+        self._add_object(cache, info, kept)
+        return UploadOutcome(False, nar.file_size)
 
     def _add_object(self, cache: Cache, info: NarInfo, canonical: NarFile) -> bool:
         """List a store path in a cache, pointing at a stored file, with the narinfo it
         will be served as (signed now, so a hit is one lookup). The first upload stays."""
-        hash_part = info.store_path.hash_part
         served = NarInfo(
-            store_path=info.store_path, url=nar_url(canonical.file_hash, canonical.compression),
-            compression=canonical.compression,
+            store_path=info.store_path, url=canonical.url, compression=canonical.compression,
             nar_hash=info.nar_hash, nar_size=info.nar_size, references=info.references,
             file_hash=NixHash.parse("sha256:" + canonical.file_hash),
             file_size=canonical.file_size, deriver=info.deriver, system=info.system,
             sigs=info.sigs, ca=info.ca)
-        text_out = signed_narinfo(served, cache.signing_key, cache.store_dir)
-        try:
-            with self._engine.begin() as conn:
-                conn.execute(insert(objects).values(
-                    cache_id=cache.id, store_path_hash=hash_part,
-                    store_path=info.store_path.path(cache.store_dir),
-                    nar_file=canonical.file_hash, nar_hash=canonical.nar_hash,
-                    nar_size=canonical.nar_size,
-                    refs=" ".join(r.base_name for r in info.references),
-                    deriver=info.deriver.base_name if info.deriver else None,
-                    system=info.system, sigs="\n".join(info.sigs), ca=info.ca,
-                    narinfo=text_out, created_at=int(time.time())))
-        except IntegrityError:
-            return False
-        return True
+        key = cache.signing_key
+        text = signed_narinfo(served, key, cache.store_dir)
+        with self._db.write() as conn:
+            return bool(conn.execute(insert_ignore(conn, objects).values(
+                cache_id=cache.id, store_path_hash=info.store_path.hash_part,
+                store_path=info.store_path.path(cache.store_dir),
+                nar_file=canonical.file_hash, nar_hash=canonical.nar_hash,
+                nar_size=canonical.nar_size,
+                refs=" ".join(r.base_name for r in info.references),
+                deriver=info.deriver.base_name if info.deriver else None,
+                system=info.system, sigs="\n".join(info.sigs), ca=info.ca,
+                narinfo=text, signed_by=key.name, created_at=int(time.time()))).rowcount)
 
-    def _nar_for_narinfo(self, info: NarInfo) -> NarFile:
-        m = NAR_FILE_NAME.fullmatch(info.url.removeprefix("nar/"))
-        if not info.url.startswith("nar/") or not m:
-            raise UploadError(f"narinfo URL {info.url!r} is not a NAR uploaded here "
-                              "(expected nar/<file hash>.nar[.ext])")
-        nar = self._find_nar_file(m.group(1))
-        if nar is None:
-            raise UploadError(f"{info.url} has not been uploaded; upload the NAR first")
-        if info.compression != nar.compression:
-            raise UploadError(f"narinfo says Compression: {info.compression}, but {info.url} "
-                              f"is {nar.compression}")
-        _check_claims(info, nar.nar_hash, nar.nar_size)
-        if info.file_hash is not None and info.file_hash.to_base32() != f"sha256:{nar.file_hash}":
-            raise UploadError("FileHash does not match the uploaded file")
-        if info.file_size is not None and info.file_size != nar.file_size:
-            raise UploadError("FileSize does not match the uploaded file")
-        return nar
-
-    def _resolve(self, nar: NarFile) -> NarFile:
-        _, alias = self._alias_state(nar.file_hash)
-        if alias is None:
-            return nar
-        canonical = self._find_nar_file(alias)
-        return canonical if canonical is not None else nar
+    def resign_stale(self, cache: Cache) -> int:
+        """Re-sign narinfos signed by an earlier key, in short transactions; returns how
+        many. Serving does not wait for this: a stale narinfo is signed when served."""
+        done = 0
+        key = cache.signing_key
+        while True:
+            with self._db.write() as conn:
+                rows = conn.execute(select(objects.c.id, objects.c.narinfo, objects.c.signed_by)
+                                    .where(objects.c.cache_id == cache.id,
+                                           objects.c.signed_by != key.name)
+                                    .limit(_RESIGN_BATCH)).all()
+                for obj_id, text, old in rows:
+                    info = narinfo_codec.parse(text, cache.store_dir, STORED_NARINFO_MAX_BYTES)
+                    conn.execute(objects.update().where(objects.c.id == obj_id).values(
+                        narinfo=signed_narinfo(info, key, cache.store_dir, old),
+                        signed_by=key.name))
+            done += len(rows)
+            if len(rows) < _RESIGN_BATCH:
+                return done
 
     def list_objects(self, cache: Cache, *, order: str, after: str | None,
                      limit: int) -> tuple[list[dict[str, object]], str | None]:
@@ -313,22 +266,19 @@ class PathService:
         q = select(objects.c.id, objects.c.store_path, objects.c.store_path_hash,
                    objects.c.nar_hash, objects.c.nar_size, objects.c.created_at,
                    name.label("name")).where(objects.c.cache_id == cache.id)
-        try:
-            if order == "newest":
-                q = q.order_by(objects.c.id.desc())
-                if after:
-                    q = q.where(objects.c.id < int(after))
-            elif order == "name":
-                q = q.order_by(name, objects.c.id)
-                if after:
-                    last_name, last_id = json.loads(base64.urlsafe_b64decode(after))
-                    q = q.where(or_(name > last_name,
-                                    and_(name == last_name, objects.c.id > int(last_id))))
-            else:
-                raise UploadError("order must be 'newest' or 'name'")
-        except (ValueError, TypeError, binascii.Error):
-            raise UploadError("invalid cursor") from None
-        with self._engine.connect() as conn:
+        if order == "newest":
+            q = q.order_by(objects.c.id.desc())
+            if after:
+                q = q.where(objects.c.id < _cursor_id(after))
+        elif order == "name":
+            q = q.order_by(name, objects.c.id)
+            if after:
+                last_name, last_id = _name_cursor(after)
+                q = q.where(or_(name > last_name, and_(name == last_name,
+                                                       objects.c.id > last_id)))
+        else:
+            raise Invalid("order must be 'newest' or 'name'")
+        with self._db.read() as conn:
             rows = conn.execute(q.limit(limit + 1)).all()
         page = [{"store_path": r.store_path, "store_path_hash": r.store_path_hash,
                  "nar_hash": r.nar_hash, "nar_size": r.nar_size, "created_at": r.created_at}
@@ -341,15 +291,73 @@ class PathService:
         return page, cursor
 
     def delete(self, cache: Cache, hash_part: str) -> bool:
-        with self._engine.begin() as conn:
+        with self._db.write() as conn:
             return bool(conn.execute(delete(objects).where(
                 objects.c.cache_id == cache.id, objects.c.store_path_hash == hash_part)).rowcount)
 
 
-def _check_claims(info: NarInfo, nar_hash: str, nar_size: int) -> None:
-    if info.nar_hash.to_base32() != nar_hash:
-        raise UploadError(f"the uploaded NAR hashes to {nar_hash}, not the claimed "
-                          f"{info.nar_hash.to_base32()}")
-    if info.nar_size != nar_size:
-        raise UploadError(f"the uploaded NAR is {nar_size} bytes, not the claimed "
-                          f"{info.nar_size}")
+# Row ids are 64-bit integers; a cursor that decodes to anything else is not one of ours.
+_MAX_ID = (1 << 63) - 1
+
+
+def _cursor_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 19 or int(text) > _MAX_ID:
+        raise Invalid("invalid cursor")
+    return int(text)
+
+
+def _name_cursor(text: str) -> tuple[str, int]:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(text.encode()))
+    except (ValueError, binascii.Error):
+        raise Invalid("invalid cursor") from None
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and type(value[1]) is int and 0 <= value[1] <= _MAX_ID):
+        raise Invalid("invalid cursor")
+    return value[0], value[1]
+
+
+class _ZstdFile:
+    """zstd-compresses what it is given into ``write``, hashing and counting the output."""
+
+    def __init__(self, write: Callable[[bytes], object]) -> None:
+        self._write = write
+        self._compressor = ZstdStreamCompressor(level=3)
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._emit(self._compressor.compress(data))
+
+    def close(self) -> None:
+        self._emit(self._compressor.flush())
+
+    def _emit(self, out: bytes) -> None:
+        if out:
+            self.sha256.update(out)
+            self.size += len(out)
+            self._write(out)
+
+
+def _check_claims(info: NarInfo, nar: NarFile) -> None:
+    """For a NAR that is stored already: nothing of it is quoted, since the caller may not
+    be able to read it."""
+    if info.nar_hash.to_base32() != nar.nar_hash:
+        raise Invalid("the narinfo's NarHash does not match the NAR")
+    if info.nar_size != nar.nar_size:
+        raise Invalid("the narinfo's NarSize does not match the NAR")
+
+
+def _check_sent(info: NarInfo, sent: NarFile) -> None:
+    """For the bytes of this request, which the caller knows anyway."""
+    if info.nar_hash.to_base32() != sent.nar_hash:
+        raise Invalid(f"the uploaded NAR hashes to {sent.nar_hash}, not the claimed "
+                      f"{info.nar_hash.to_base32()}")
+    if info.nar_size != sent.nar_size:
+        raise Invalid(f"the uploaded NAR is {sent.nar_size} bytes, not the claimed "
+                      f"{info.nar_size}")
+
+
+def _hold(conn: Connection, cache: Cache, file_hash: str) -> None:
+    conn.execute(insert_ignore(conn, cache_nars).values(
+        cache_id=cache.id, file_hash=file_hash, created_at=int(time.time())))

@@ -9,8 +9,9 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from flywheel.app.services import Services
 from flywheel.bazel.reapi import bs_grpc, re_grpc
+from flywheel.server.access import Access
+from flywheel.server.blocking import Offload
 from flywheel.server.grpc.services import (
-    Access,
     ActionCache,
     ByteStream,
     Capabilities,
@@ -34,12 +35,13 @@ def build_server(services: Services) -> grpc.aio.Server:
         ("grpc.so_reuseport", 0),
     ])
     access = Access(services)
-    re_grpc.add_CapabilitiesServicer_to_server(Capabilities(access), server)
-    re_grpc.add_ActionCacheServicer_to_server(ActionCache(access), server)
+    offload = Offload(services.settings.blocking_threads)
+    re_grpc.add_CapabilitiesServicer_to_server(Capabilities(access, offload), server)
+    re_grpc.add_ActionCacheServicer_to_server(ActionCache(access, offload), server)
     re_grpc.add_ContentAddressableStorageServicer_to_server(
-        ContentAddressableStorage(access), server)
+        ContentAddressableStorage(access, offload), server)
     bs_grpc.add_ByteStreamServicer_to_server(
-        ByteStream(access, str(services.blobs.tmp_dir)), server)
+        ByteStream(access, offload, str(services.blobs.tmp_dir)), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     server.health = health_servicer  # type: ignore[attr-defined]

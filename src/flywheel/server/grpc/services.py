@@ -1,129 +1,139 @@
-"""REAPI v2 cache services and ByteStream over gRPC; thin adapters over BazelService."""
+"""REAPI v2 cache services and ByteStream over gRPC: thin adapters over the cache domain.
+
+Every method declares the action it needs on the cache its instance name names; the
+``rpc`` decorator authorizes through ``Access`` before the method runs and maps every
+refusal through one table. Blocking work runs on the blocking pool."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-import logging
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any, NoReturn
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from flywheel.app.services import Services
-from flywheel.auth.access import AccessDenied, Authenticator, authorize
-from flywheel.auth.tokens import TokenClaims
-from flywheel.bazel.action_result import ActionResultError
+from flywheel.auth.authorize import CacheAction
+from flywheel.auth.principal import Principal
 from flywheel.bazel.digests import Digest, DigestError
 from flywheel.bazel.reapi import bs_grpc, bs_pb2, re_grpc, re_pb2, semver_pb2, status_pb2
-from flywheel.bazel.resources import parse_read, parse_write
-from flywheel.cache.bazel.service import BazelError, CacheFull
-from flywheel.cache.tenancy import Cache, CacheError, check_cache_name
-from flywheel.codecs import CodecError, StreamDecoder, ZstdStreamCompressor, zstd_compress
+from flywheel.bazel.resources import Resource, parse_read, parse_write
+from flywheel.cache.tenancy import Cache, check_cache_name
+from flywheel.codecs import ZstdStreamCompressor, zstd_compress
+from flywheel.errors import FlywheelError, Invalid, NotFound, OutOfRange, TooLarge
 from flywheel.server import metrics
-
-log = logging.getLogger(__name__)
+from flywheel.server.access import Access
+from flywheel.server.blocking import Offload
+from flywheel.server.grpc.errors import code_for, status_of
+from flywheel.storage.faults import storage_faults
 
 DEFAULT_INSTANCE = "main"
 MAX_BATCH_BYTES = 4 << 20
 READ_CHUNK = 1 << 20
+# Received bytes reach the spool file (and QueryWriteStatus) in pieces of about this size.
+SPOOL_FLUSH = 64 << 10
 GET_TREE_PAGE = 1000
-_STATUS_FOR = {401: grpc.StatusCode.UNAUTHENTICATED, 403: grpc.StatusCode.PERMISSION_DENIED,
-               404: grpc.StatusCode.NOT_FOUND}
+T = TypeVar("T")
 
 
 def cache_name_for(instance_name: str) -> str:
     """Instance names are cache names; Bazel's default (empty) is the default cache."""
-    name = instance_name or DEFAULT_INSTANCE
-    try:
-        return check_cache_name(name)
-    except CacheError as e:
-        raise DigestError(str(e)) from None
-
-
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
-                 message: str) -> NoReturn:
-    await context.abort(code, message)
-    raise AssertionError("unreachable")  # abort raises
+    return check_cache_name(instance_name or DEFAULT_INSTANCE)
 
 
 def _digest(d: Any) -> Digest:
-    return Digest(d.hash, d.size_bytes)
+    try:
+        return Digest(d.hash, d.size_bytes)
+    except DigestError as e:
+        raise Invalid(str(e)) from None
 
 
-class Access:
-    """Per-call authentication and authorization, mapped to gRPC status codes."""
+def _resource(parse: Callable[[str], Resource], name: str) -> Resource:
+    try:
+        return parse(name)
+    except DigestError as e:
+        raise Invalid(str(e)) from None
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self._auth = Authenticator(services.signer, services.tokens)
 
-    def caller(self, context: grpc.aio.ServicerContext) -> TokenClaims | None:
+async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
+    await context.abort(*status_of(error))
+    raise AssertionError("unreachable")  # abort raises
+
+
+@dataclass(frozen=True)
+class Method:
+    """What an RPC needs: an action on the cache named by the request's instance."""
+
+    name: str
+    action: str
+
+
+def rpc(action: str, instance: Callable[[Any], str] = lambda r: r.instance_name
+        ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Authorize, then run; any refusal becomes its status code (never UNKNOWN)."""
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext
+                          ) -> Any:
+            try:
+                cache = self.cache(context, instance(request), action)
+                return await method(self, request, context, cache)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as e:  # every failure gets a status; status_of logs the rest
+                await _abort(context, e)
+
+        wrapper.declared = Method(method.__name__, action)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def rpc_stream(action: str, instance: Callable[[Any], str]
+               ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext
+                          ) -> AsyncIterator[Any]:
+            try:
+                cache = self.cache(context, instance(request), action)
+                async for item in method(self, request, context, cache):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as e:  # every failure gets a status; status_of logs the rest
+                await _abort(context, e)
+
+        wrapper.declared = Method(method.__name__, action)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+class Servicer:
+    def __init__(self, access: Access, offload: Offload) -> None:
+        self.access = access
+        self.offload = offload
+        self.services = access.services
+
+    def principal(self, context: grpc.aio.ServicerContext) -> Principal:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
-                return self._auth.caller(str(value))
-        return None
+                return self.access.principal(str(value))
+        return self.access.principal(None)
 
-    def cache(self, context: grpc.aio.ServicerContext, instance: str, needed: str) -> Cache:
-        name = cache_name_for(instance)
-        cache = self.services.caches.find(name)
-        authorize(self.caller(context), name, cache.is_public if cache else None, needed)
-        if cache is None:
-            raise AccessDenied(404, f"no cache named {name!r}")
-        return cache
+    def cache(self, context: grpc.aio.ServicerContext, instance: str, action: str) -> Cache:
+        return self.access.cache(self.principal(context), cache_name_for(instance), action)
 
 
-_REFUSALS = (AccessDenied, BazelError, DigestError, ActionResultError)
-
-
-class OutOfRange(BazelError):
-    pass
-
-
-def _status(e: Exception) -> tuple[grpc.StatusCode, str]:
-    if isinstance(e, AccessDenied):
-        return _STATUS_FOR.get(e.status, grpc.StatusCode.PERMISSION_DENIED), e.message
-    if isinstance(e, CacheFull):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
-    if isinstance(e, OutOfRange):
-        return grpc.StatusCode.OUT_OF_RANGE, str(e)
-    return grpc.StatusCode.INVALID_ARGUMENT, str(e)
-
-
-def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Translate domain refusals into gRPC statuses, so no request ends in UNKNOWN."""
-
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await method(self, request, context)
-        except _REFUSALS as e:
-            await _abort(context, *_status(e))
-
-    wrapper.__name__ = method.__name__
-    return wrapper
-
-
-def guarded_stream(method: Callable[..., Any]) -> Callable[..., Any]:
-    async def wrapper(self: Any, request: Any,
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except _REFUSALS as e:
-            await _abort(context, *_status(e))
-
-    wrapper.__name__ = method.__name__
-    return wrapper
-
-
-class Capabilities(re_grpc.CapabilitiesServicer):  # type: ignore[misc]
-    def __init__(self, access: Access) -> None:
-        self.access = access
-
-    @guarded
-    async def GetCapabilities(self, request: Any, context: Any) -> Any:
-        self.access.cache(context, request.instance_name, "r")
+class Capabilities(Servicer, re_grpc.CapabilitiesServicer):  # type: ignore[misc]
+    @rpc(CacheAction.PULL)
+    async def GetCapabilities(self, request: Any, context: Any, cache: Cache) -> Any:
         # Updates are advertised even to read-only callers: Bazel 4 aborts a default build
         # (--remote_upload_local_results) when they are not, while a refused upload only
         # costs it a warning.
@@ -142,122 +152,110 @@ class Capabilities(re_grpc.CapabilitiesServicer):  # type: ignore[misc]
         )
 
 
-class ActionCache(re_grpc.ActionCacheServicer):  # type: ignore[misc]
-    def __init__(self, access: Access) -> None:
-        self.access = access
-        self.bazel = access.services.bazel
-
-    @guarded
-    async def GetActionResult(self, request: Any, context: Any) -> Any:
-        cache = self.access.cache(context, request.instance_name, "r")
+class ActionCache(Servicer, re_grpc.ActionCacheServicer):  # type: ignore[misc]
+    @rpc(CacheAction.PULL)
+    async def GetActionResult(self, request: Any, context: Any, cache: Cache) -> Any:
         digest = _digest(request.action_digest)
-        found = self.bazel.get_ac(cache.name, digest.hash)
+        action_cache = self.services.action_cache
+        found = action_cache.get(cache.name, digest.hash)
+        if found is not None and found.unsettled:
+            await self.offload.run(action_cache.settle, found)
         if found is None or found.result is None:
             metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "ac", "miss")
-            await _abort(context, grpc.StatusCode.NOT_FOUND, f"action {digest} not cached")
+            raise NotFound(f"action {digest} is not cached")
         metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "ac", "hit")
         result = re_pb2.ActionResult()
         result.ParseFromString(found.result)
         return result
 
-    @guarded
-    async def UpdateActionResult(self, request: Any, context: Any) -> Any:
-        cache = self.access.cache(context, request.instance_name, "w")
+    @rpc(CacheAction.PUSH)
+    async def UpdateActionResult(self, request: Any, context: Any, cache: Cache) -> Any:
         digest = _digest(request.action_digest)
         data = request.action_result.SerializeToString()
-        self.bazel.put_ac(cache, digest.hash, data)
+        await self.offload.run(self.services.action_cache.put, cache, digest.hash, data)
         metrics.count(metrics.BAZEL_UPLOADS, cache.name, "ac")
         return request.action_result
 
 
-class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # type: ignore[misc]
-    def __init__(self, access: Access) -> None:
-        self.access = access
-        self.bazel = access.services.bazel
-
-    @guarded
-    async def FindMissingBlobs(self, request: Any, context: Any) -> Any:
-        self.access.cache(context, request.instance_name, "r")
+class ContentAddressableStorage(Servicer,
+                                re_grpc.ContentAddressableStorageServicer):  # type: ignore[misc]
+    @rpc(CacheAction.PULL)
+    async def FindMissingBlobs(self, request: Any, context: Any, cache: Cache) -> Any:
         digests = [_digest(d) for d in request.blob_digests]
-        missing = self.bazel.find_missing(digests)
+        missing = await self.offload.run(self.services.cas.find_missing, cache, digests)
         return re_pb2.FindMissingBlobsResponse(
             missing_blob_digests=[re_pb2.Digest(hash=d.hash, size_bytes=d.size)
                                   for d in missing])
 
-    @guarded
-    async def BatchUpdateBlobs(self, request: Any, context: Any) -> Any:
-        cache = self.access.cache(context, request.instance_name, "w")
-        if sum(len(r.data) for r in request.requests) > MAX_BATCH_BYTES:
-            raise BazelError(f"batch larger than {MAX_BATCH_BYTES} bytes; use ByteStream")
+    @rpc(CacheAction.PUSH)
+    async def BatchUpdateBlobs(self, request: Any, context: Any, cache: Cache) -> Any:
+        # The bound is on what the blobs will be, not on what was sent: a small compressed
+        # payload may claim any size.
+        if sum(r.digest.size_bytes for r in request.requests) > MAX_BATCH_BYTES:
+            raise TooLarge(f"batch larger than {MAX_BATCH_BYTES} bytes; use ByteStream")
+        return re_pb2.BatchUpdateBlobsResponse(responses=await self.offload.run(
+            self._update_all, cache, list(request.requests)))
+
+    def _update_all(self, cache: Cache, requests: list[Any]) -> list[Any]:
         responses = []
-        for r in request.requests:
-            code, message = grpc.StatusCode.OK, ""
+        for r in requests:
+            status = status_pb2.Status(code=grpc.StatusCode.OK.value[0])
             try:
                 digest = _digest(r.digest)
-                data = r.data
-                if r.compressor == re_pb2.Compressor.ZSTD:
-                    data = _zstd_decompress(data, digest.size)
-                elif r.compressor != re_pb2.Compressor.IDENTITY:
-                    raise BazelError("unsupported compressor")
-                self.bazel.put_cas_bytes(digest, data)
+                compressor = {re_pb2.Compressor.IDENTITY: "identity",
+                              re_pb2.Compressor.ZSTD: "zstd"}.get(r.compressor)
+                if compressor is None:
+                    raise Invalid("unsupported compressor")
+                self.services.cas.put(cache, digest, [r.data], compressor)
                 metrics.count(metrics.BAZEL_UPLOADS, cache.name, "cas")
-            except CacheFull as e:
-                code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
-            except (BazelError, DigestError) as e:
-                code, message = grpc.StatusCode.INVALID_ARGUMENT, str(e)
-            responses.append(re_pb2.BatchUpdateBlobsResponse.Response(
-                digest=r.digest, status=status_pb2.Status(code=code.value[0],
-                                                          message=message)))
-        return re_pb2.BatchUpdateBlobsResponse(responses=responses)
+            except FlywheelError as e:
+                status = status_pb2.Status(code=code_for(e).value[0], message=e.message)
+            responses.append(re_pb2.BatchUpdateBlobsResponse.Response(digest=r.digest,
+                                                                      status=status))
+        return responses
 
-    @guarded
-    async def BatchReadBlobs(self, request: Any, context: Any) -> Any:
-        cache = self.access.cache(context, request.instance_name, "r")
+    @rpc(CacheAction.PULL)
+    async def BatchReadBlobs(self, request: Any, context: Any, cache: Cache) -> Any:
         digests = [_digest(d) for d in request.digests]
         if sum(d.size for d in digests) > MAX_BATCH_BYTES:
-            raise BazelError(f"batch larger than {MAX_BATCH_BYTES} bytes; use ByteStream")
+            raise TooLarge(f"batch larger than {MAX_BATCH_BYTES} bytes; use ByteStream")
         zstd_ok = re_pb2.Compressor.ZSTD in request.acceptable_compressors
+        return re_pb2.BatchReadBlobsResponse(responses=await self.offload.run(
+            self._read_all, cache, digests, zstd_ok))
+
+    def _read_all(self, cache: Cache, digests: list[Digest], zstd_ok: bool) -> list[Any]:
         responses = []
         for d in digests:
-            data = self._read_all(d)
+            wire = re_pb2.Digest(hash=d.hash, size_bytes=d.size)
+            data = self.services.cas.read(cache, d)
             if data is None:
                 metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "miss")
                 responses.append(re_pb2.BatchReadBlobsResponse.Response(
-                    digest=re_pb2.Digest(hash=d.hash, size_bytes=d.size),
-                    status=status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0],
-                                             message="blob not found")))
+                    digest=wire, status=status_pb2.Status(
+                        code=grpc.StatusCode.NOT_FOUND.value[0], message="blob not found")))
                 continue
             metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "hit")
             compressor = re_pb2.Compressor.IDENTITY
             if zstd_ok and len(data) > 1024:
                 data, compressor = zstd_compress(data), re_pb2.Compressor.ZSTD
             responses.append(re_pb2.BatchReadBlobsResponse.Response(
-                digest=re_pb2.Digest(hash=d.hash, size_bytes=d.size), data=data,
-                compressor=compressor, status=status_pb2.Status(code=0)))
-        return re_pb2.BatchReadBlobsResponse(responses=responses)
+                digest=wire, data=data, compressor=compressor, status=status_pb2.Status(code=0)))
+        return responses
 
-    def _read_all(self, d: Digest) -> bytes | None:
-        if d.is_empty:
-            return b""
-        if self.bazel.cas_size(d.hash) != d.size:
-            return None
-        try:
-            with self.bazel.open_cas(d.hash) as f:
-                data = f.read()
-        except FileNotFoundError:
-            return None
-        return data if len(data) == d.size else None
-
-    @guarded_stream
-    async def GetTree(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        self.access.cache(context, request.instance_name, "r")
+    @rpc_stream(CacheAction.PULL, lambda r: r.instance_name)
+    async def GetTree(self, request: Any, context: Any, cache: Cache) -> AsyncIterator[Any]:
         root = _digest(request.root_digest)
         page_size = request.page_size if 0 < request.page_size <= GET_TREE_PAGE \
             else GET_TREE_PAGE
         token = request.page_token or "0"
         if not token.isdigit() or len(token) > 12:
-            raise BazelError("invalid page_token")
-        offset = int(token)
+            raise Invalid("invalid page_token")
+        page, next_token = await self.offload.run(self._tree_page, cache, root, int(token),
+                                                  page_size)
+        yield re_pb2.GetTreeResponse(directories=page, next_page_token=next_token)
+
+    def _tree_page(self, cache: Cache, root: Digest, offset: int,
+                   page_size: int) -> tuple[list[Any], str]:
         # Breadth-first order is stable, so an offset into it is a stateless page token that
         # any replica can continue from.
         order: list[Any] = []
@@ -267,99 +265,140 @@ class ContentAddressableStorage(re_grpc.ContentAddressableStorageServicer):  # t
             if digest in seen:
                 continue
             seen.add(digest)
-            data = self._read_all(digest)
+            data = self.services.cas.read(cache, digest)
             if data is None:
                 if digest == root:
-                    raise AccessDenied(404, f"root directory {digest} not found")
+                    raise NotFound(f"root directory {digest} not found")
                 continue  # the spec asks to skip missing subtrees
             directory = re_pb2.Directory()
             try:
                 directory.ParseFromString(data)
             except DecodeError:
-                raise BazelError(f"{digest} is not a Directory") from None
+                raise Invalid(f"{digest} is not a Directory") from None
             order.append(directory)
             queue.extend(_digest(child.digest) for child in directory.directories)
         page = order[offset:offset + page_size]
         more = bool(queue) and len(order) >= offset + page_size
-        yield re_pb2.GetTreeResponse(directories=page,
-                                     next_page_token=str(offset + len(page)) if more else "")
+        return page, str(offset + len(page)) if more else ""
 
 
-def _zstd_decompress(data: bytes, size: int) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-
-    def collect(chunk: bytes) -> None:
-        nonlocal total
-        total += len(chunk)
-        if total > size:
-            raise BazelError("blob is larger than its digest says")
-        parts.append(chunk)
-
-    decoder = StreamDecoder("zstd", collect)
-    try:
-        decoder.feed(data)
-        decoder.finish()
-    except CodecError as e:
-        raise BazelError(str(e)) from None
-    return b"".join(parts)
+def _read_instance(request: Any) -> str:
+    return _resource(parse_read, request.resource_name).instance
 
 
-class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
-    def __init__(self, access: Access, spool_dir: str) -> None:
-        self.access = access
-        self.bazel = access.services.bazel
+def _write_instance(request: Any) -> str:
+    return _resource(parse_write, request.resource_name).instance
+
+
+class ByteStream(Servicer, bs_grpc.ByteStreamServicer):  # type: ignore[misc]
+    def __init__(self, access: Access, offload: Offload, spool_dir: str) -> None:
+        super().__init__(access, offload)
         self.spool_dir = spool_dir
         os.makedirs(spool_dir, exist_ok=True)
 
-    @guarded_stream
-    async def Read(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        resource = parse_read(request.resource_name)
-        cache = self.access.cache(context, resource.instance, "r")
-        digest = resource.digest
-        compressor = ZstdStreamCompressor() if resource.compressor == "zstd" else None
+    @rpc_stream(CacheAction.PULL, _read_instance)
+    async def Read(self, request: Any, context: Any, cache: Cache) -> AsyncIterator[Any]:
+        digest = _resource(parse_read, request.resource_name).digest
+        compressed = _resource(parse_read, request.resource_name).compressor == "zstd"
         if request.read_limit < 0 or request.read_offset < 0 or \
-                (compressor is None and request.read_offset > digest.size):
+                (not compressed and request.read_offset > digest.size):
             raise OutOfRange("read_offset and read_limit must lie within the blob")
-        if not digest.is_empty and self.bazel.cas_size(digest.hash) != digest.size:
+        source = await self.offload.run(self._open, cache, digest)
+        if source is None:
             metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "miss")
-            raise AccessDenied(404, f"blob {digest} not found")
-        try:
-            source: Any = _Empty() if digest.is_empty else self.bazel.open_cas(digest.hash)
-        except FileNotFoundError:
-            metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "miss")
-            raise AccessDenied(404, f"blob {digest} not found") from None
+            raise NotFound(f"blob {digest} not found")
         metrics.count(metrics.BAZEL_LOOKUPS, cache.name, "cas", "hit")
         with source:
-            skip = request.read_offset
-            remaining = request.read_limit or -1
-            done = False
-            while not done:
-                raw = source.read(READ_CHUNK)
-                done = not raw
-                if compressor is None:
-                    chunk = raw
-                else:
-                    # The flush at the end closes the frame; it is the last piece.
-                    chunk = compressor.compress(raw) if raw else compressor.flush()
-                if not chunk:
-                    continue
-                if skip:
-                    cut = min(skip, len(chunk))
-                    chunk, skip = chunk[cut:], skip - cut
-                    if not chunk:
-                        continue
-                if remaining >= 0:
-                    chunk = chunk[:remaining]
-                    remaining -= len(chunk)
+            async for chunk in _window(self._pieces(source, compressed),
+                                       request.read_offset, request.read_limit or -1):
                 metrics.count(metrics.BYTES_OUT, cache.name, amount=len(chunk))
                 yield bs_pb2.ReadResponse(data=chunk)
-                if remaining == 0:
-                    break
 
-    @guarded
+    def _open(self, cache: Cache, digest: Digest) -> BinaryIO | _Empty | None:
+        return _Empty() if digest.is_empty else self.services.cas.open(cache, digest)
+
+    async def _pieces(self, source: BinaryIO | _Empty,
+                      compressed: bool) -> AsyncIterator[bytes]:
+        compressor = ZstdStreamCompressor() if compressed else None
+        while True:
+            raw = await self.offload.run(source.read, READ_CHUNK)
+            if compressor is None:
+                if not raw:
+                    return
+                yield raw
+                continue
+            # The flush at the end closes the frame; it is the last piece.
+            piece = compressor.compress(raw) if raw else compressor.flush()
+            if piece:
+                yield piece
+            if not raw:
+                return
+
     async def Write(self, request_iterator: Any, context: Any) -> Any:
-        return await self._write(request_iterator, context)
+        # The instance comes with the first message, so this method authorizes itself
+        # (as ``rpc`` would) once it has read it.
+        try:
+            return await self._write(request_iterator, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as e:  # every failure gets a status; status_of logs the rest
+            await _abort(context, e)
+
+    Write.declared = Method("Write", CacheAction.PUSH)  # type: ignore[attr-defined]
+
+    async def _write(self, requests: Any, context: Any) -> Any:
+        first = await _next_message(requests)
+        if first is None:
+            raise Invalid("empty write stream")
+        resource = _resource(parse_write, first.resource_name)
+        cache = self.cache(context, resource.instance, CacheAction.PUSH)
+        digest, compressor = resource.digest, resource.compressor
+        cas = self.services.cas
+        readable = self.access.readable(self.principal(context))
+        if await self.offload.run(cas.adopt, cache, digest, readable):
+            # Held already (or readable elsewhere): end the stream early, as the spec allows.
+            return bs_pb2.WriteResponse(
+                committed_size=-1 if compressor != "identity" else digest.size)
+        cas.bound.check_fits(digest.size)
+        path = self._spool_path(first.resource_name)
+        spool = await self.offload.run(_Spool.open, path, first.write_offset)
+        limit = digest.size if compressor == "identity" \
+            else digest.size + (digest.size >> 4) + (64 << 10)
+        try:
+            request = first
+            while True:
+                if request.resource_name and request.resource_name != first.resource_name:
+                    raise Invalid("resource_name changed within one write")
+                if request.write_offset != spool.size:
+                    raise Invalid(f"write_offset {request.write_offset} does not continue the "
+                                  f"{spool.size} bytes received so far")
+                await spool.add(request.data, self.offload)
+                if spool.size > limit:
+                    raise Invalid("more data than the digest's size")
+                if request.finish_write:
+                    await self.offload.run(spool.close)
+                    await self.offload.run(self._commit_spool, cache, path, digest, compressor)
+                    metrics.count(metrics.BAZEL_UPLOADS, cache.name, "cas")
+                    metrics.count(metrics.BYTES_IN, cache.name, amount=spool.size)
+                    return bs_pb2.WriteResponse(committed_size=spool.size)
+                request = await _next_message(requests)
+                if request is None:
+                    break
+        except FlywheelError:
+            # A refused upload cannot be resumed; one the client broke off can.
+            await self.offload.run(spool.discard)
+            raise
+        finally:
+            await self.offload.run(spool.close)
+        raise Invalid("write stream ended without finish_write (resume it from "
+                      "QueryWriteStatus's committed_size)")
+
+    def _commit_spool(self, cache: Cache, path: str, digest: Digest, compressor: str) -> None:
+        try:
+            self.services.cas.put(cache, digest, _iterate(path), compressor)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
 
     def _spool_path(self, resource_name: str) -> str:
         # Partial uploads live on disk under a name derived from the resource, so a client
@@ -367,81 +406,42 @@ class ByteStream(bs_grpc.ByteStreamServicer):  # type: ignore[misc]
         return os.path.join(self.spool_dir,
                             "bs-" + hashlib.sha256(resource_name.encode()).hexdigest())
 
-    async def _write(self, request_iterator: Any, context: Any) -> Any:
-        first = True
-        resource_name = ""
-        spool: Any = None
-        try:
-            async for req in request_iterator:
-                if first:
-                    first = False
-                    resource_name = req.resource_name
-                    resource = parse_write(resource_name)
-                    cache = self.access.cache(context, resource.instance, "w")
-                    digest = resource.digest
-                    if self.bazel.has_cas(digest):
-                        # Already stored: end the stream early, as the spec allows.
-                        return bs_pb2.WriteResponse(
-                            committed_size=-1 if resource.compressor != "identity"
-                            else digest.size)
-                    self.bazel.check_fits(digest.size)
-                    path = self._spool_path(resource_name)
-                    have = os.path.getsize(path) if os.path.exists(path) else 0
-                    if req.write_offset not in (0, have):
-                        raise BazelError(f"write_offset {req.write_offset} does not continue "
-                                         f"the {have} bytes received so far")
-                    spool = open(path, "r+b" if req.write_offset else "wb")  # noqa: SIM115
-                    spool.seek(req.write_offset)
-                    spool.truncate()
-                elif req.resource_name and req.resource_name != resource_name:
-                    raise BazelError("resource_name changed within one write")
-                elif req.write_offset != spool.tell():
-                    raise BazelError(f"write_offset {req.write_offset} expected {spool.tell()}")
-                spool.write(req.data)
-                limit = digest.size if resource.compressor == "identity" \
-                    else digest.size + (digest.size >> 4) + (64 << 10)
-                if spool.tell() > limit:
-                    raise BazelError("more data than the digest's size")
-                if req.finish_write:
-                    spool.close()
-                    spool = None
-                    committed = os.path.getsize(self._spool_path(resource_name))
-                    await self._commit_spool(resource_name, digest, resource.compressor)
-                    metrics.count(metrics.BAZEL_UPLOADS, cache.name, "cas")
-                    metrics.count(metrics.BYTES_IN, cache.name, amount=committed)
-                    return bs_pb2.WriteResponse(committed_size=committed)
-        finally:
-            if spool is not None:
-                spool.close()
-        if first:
-            raise BazelError("empty write stream")
-        raise BazelError("write stream ended without finish_write")
-
-    async def _commit_spool(self, resource_name: str, digest: Digest, compressor: str) -> None:
-        path = self._spool_path(resource_name)
-
-        async def chunks() -> AsyncIterator[bytes]:
-            with open(path, "rb") as f:
-                while chunk := f.read(READ_CHUNK):
-                    yield chunk
-
-        try:
-            await self.bazel.put_cas(digest.hash, digest.size, chunks(), compressor)
-        finally:
-            os.unlink(path)
-
-    @guarded
-    async def QueryWriteStatus(self, request: Any, context: Any) -> Any:
-        resource = parse_write(request.resource_name)
-        self.access.cache(context, resource.instance, "w")
-        if self.bazel.has_cas(resource.digest):
+    @rpc(CacheAction.PUSH, _write_instance)
+    async def QueryWriteStatus(self, request: Any, context: Any, cache: Cache) -> Any:
+        resource = _resource(parse_write, request.resource_name)
+        if await self.offload.run(self.services.cas.has, cache, resource.digest):
             return bs_pb2.QueryWriteStatusResponse(committed_size=resource.digest.size,
                                                    complete=True)
         path = self._spool_path(request.resource_name)
         if not os.path.exists(path):
-            raise AccessDenied(404, "no upload in progress for this resource")
+            raise NotFound("no upload in progress for this resource")
         return bs_pb2.QueryWriteStatusResponse(committed_size=os.path.getsize(path),
                                                complete=False)
+
+
+async def _next_message(requests: Any) -> Any:
+    """The next message of a client stream, None at its end."""
+    try:
+        return await anext(aiter(requests), None)
+    except DecodeError:
+        raise Invalid("the request message could not be decoded") from None
+
+
+async def _window(pieces: AsyncIterator[bytes], skip: int,
+                  remaining: int) -> AsyncIterator[bytes]:
+    """The part of a stream from ``skip`` on, at most ``remaining`` bytes (-1: all)."""
+    async for piece in pieces:
+        if skip:
+            cut = min(skip, len(piece))
+            piece, skip = piece[cut:], skip - cut
+            if not piece:
+                continue
+        if remaining >= 0:
+            piece = piece[:remaining]
+            remaining -= len(piece)
+        yield piece
+        if remaining == 0:
+            return
 
 
 class _Empty:
@@ -454,3 +454,56 @@ class _Empty:
     def __exit__(self, *_: object) -> None:
         pass
 
+
+class _Spool:
+    """A ByteStream upload received so far, on disk; written in large pieces off the loop."""
+
+    def __init__(self, path: str, file: BinaryIO) -> None:
+        self.path = path
+        self._file = file
+        self._pending = bytearray()
+        self.size = file.tell()
+
+    @classmethod
+    def open(cls, path: str, offset: int) -> _Spool:
+        have = os.path.getsize(path) if os.path.exists(path) else 0
+        # Resuming at or before what is on disk is fine: the bytes from there on are sent
+        # again (a broken-off stream may have flushed a little after the client asked).
+        if offset > have:
+            raise Invalid(f"write_offset {offset} does not continue the {have} bytes "
+                          "received so far")
+        with storage_faults("spooling an upload"):
+            file = open(path, "r+b" if offset else "wb")  # noqa: SIM115 - closed by close()
+            file.seek(offset)
+            file.truncate()
+        return cls(path, file)
+
+    async def add(self, data: bytes, offload: Offload) -> None:
+        self._pending += data
+        self.size += len(data)
+        if len(self._pending) >= SPOOL_FLUSH:
+            await offload.run(self._flush)
+
+    def _flush(self) -> None:
+        with storage_faults("spooling an upload"):
+            self._file.write(self._pending)
+        self._pending.clear()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            try:
+                self._flush()
+            finally:
+                self._file.close()
+
+    def discard(self) -> None:
+        self._pending.clear()
+        self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _iterate(path: str) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while chunk := f.read(READ_CHUNK):
+            yield chunk

@@ -1,0 +1,51 @@
+"""Files only the server's user may read: the data directory, the token secret, the admin
+token. The metadata database holds every cache's secret signing key, so the whole data
+directory is private."""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from flywheel.auth.tokens import new_secret
+
+log = logging.getLogger(__name__)
+
+TOKEN_SECRET_FILE = "token-secret"
+# New files: owner read/write only; new directories: owner only.
+PRIVATE_UMASK = 0o077
+
+
+def make_private(data_dir: Path) -> None:
+    """Create the data directory owner-only, and tighten an existing one that is not."""
+    os.umask(PRIVATE_UMASK)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(data_dir.stat().st_mode)
+    if mode & 0o077:
+        data_dir.chmod(0o700)
+        log.warning("data directory %s was readable by others (mode %o); now 0700",
+                    data_dir, mode)
+        for entry in data_dir.iterdir():
+            if entry.is_file() and stat.S_IMODE(entry.stat().st_mode) & 0o077:
+                entry.chmod(0o600)
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Create a file only its owner can read, atomically, never widening an existing one."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_or_create_token_secret(data_dir: Path) -> str:
+    path = data_dir / TOKEN_SECRET_FILE
+    if not path.exists():
+        write_private_file(path, new_secret() + "\n")
+        log.info("created the token-signing secret in %s", path)
+    return path.read_text().strip()
