@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from flywheel.db.hot import HotReads
-from flywheel.errors import Unavailable
+from flywheel.errors import StorageFull, Unavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "flywheel_write"
@@ -82,6 +82,8 @@ def _unavailable_on_failure() -> Iterator[None]:
     try:
         yield
     except OperationalError as e:
+        if "full" in str(e.orig):  # SQLite's SQLITE_FULL: "database or disk is full"
+            raise StorageFull("the server's storage is full") from e
         raise Unavailable("the metadata database is unavailable; try again") from e
 
 

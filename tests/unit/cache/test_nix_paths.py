@@ -125,3 +125,19 @@ def test_upload_path_says_deduplicated_only_to_a_reader_of_the_copy(world: World
     outcome = world.paths.upload_path(world.caches.create("c"), info, [nar],
                                       lambda name, _p: name == "a")
     assert outcome.deduplicated
+
+
+def test_a_narinfo_whose_nar_row_vanishes_meanwhile_is_not_taken_as_present(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent ``fsck --repair`` removed the NAR between the check and the insert: the
+    foreign-key failure must not read as "already present"."""
+    nar = nar_of(b"vanishing")
+    name, text = narinfo_for(H2, nar, nar)
+    a = world.caches.get("a")
+    kept = world.paths.put_nar(a, name, [nar])
+    monkeypatch.setattr(world.paths, "_possessed", lambda *_: (kept, kept))
+    with world.db.write() as conn:
+        conn.exec_driver_sql("DELETE FROM nars")
+    with pytest.raises(FailedPrecondition, match="upload it again"):
+        world.paths.put_narinfo(a, H2, text, nobody)
+    assert world.paths.narinfo("a", H2).text is None  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, bindparam, delete, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from flywheel.cache.nix.narinfos import signed_narinfo
 from flywheel.cache.nix.nars import NarFile, NarStore, parse_nar_file_name
@@ -148,30 +149,31 @@ class PathService:
             raise Invalid(f"narinfo URL {info.url[:80]!r} is not a NAR of this cache "
                           "(expected nar/<file hash>.nar[.ext])")
         file_hash, compression = parse_nar_file_name(info.url.removeprefix("nar/"))
-        canonical = self._possessed(cache, file_hash, readable)
-        if canonical is None:
+        possessed = self._possessed(cache, file_hash, readable)
+        if possessed is None:
             raise FailedPrecondition(f"{info.url} has not been uploaded to cache "
                                      f"{cache.name!r}: upload the NAR first")
-        named = self.nars.find(file_hash)
-        assert named is not None  # possession implies a row
+        named, canonical = possessed
         _check_claims(info, canonical)
-        if compression != named[0].compression or info.compression != compression:
+        if compression != named.compression or info.compression != compression:
             raise Invalid(f"narinfo says Compression: {info.compression}, but {info.url} "
                           f"is {compression}")
         if info.file_hash is not None and \
-                info.file_hash.to_base32() != f"sha256:{named[0].file_hash}":
+                info.file_hash.to_base32() != f"sha256:{named.file_hash}":
             raise Invalid("FileHash does not match the uploaded file")
-        if info.file_size is not None and info.file_size != named[0].file_size:
+        if info.file_size is not None and info.file_size != named.file_size:
             raise Invalid("FileSize does not match the uploaded file")
         return self._add_object(cache, info, canonical)
 
-    def _possessed(self, cache: Cache, file_hash: str, readable: Readable) -> NarFile | None:
-        """The canonical file for ``file_hash`` if the cache holds it or the caller may read
-        a cache that does; None otherwise, whether or not the file exists."""
+    def _possessed(self, cache: Cache, file_hash: str,
+                   readable: Readable) -> tuple[NarFile, NarFile] | None:
+        """(the file named, the canonical file holding its NAR) if the cache holds it or
+        the caller may read a cache that does; None otherwise, whether or not it exists."""
         found = self.nars.find(file_hash)
         if found is None:
             return None
-        nar, alias_of = found
+        named, alias_of = found
+        nar = named
         if alias_of is not None:
             resolved = self.nars.find(alias_of)
             if resolved is None:
@@ -186,7 +188,7 @@ class PathService:
                                    .where(held)).all()
         if any(cid == cache.id or readable(name, bool(public))
                for cid, name, public in holders):
-            return nar
+            return named, nar
         return None
 
     def upload_path(self, cache: Cache, info: NarInfo, chunks: Iterable[bytes],
@@ -227,16 +229,27 @@ class PathService:
             sigs=info.sigs, ca=info.ca)
         key = cache.signing_key
         text = signed_narinfo(served, key, cache.store_dir)
-        with self._db.write() as conn:
-            return bool(conn.execute(insert_ignore(conn, objects).values(
-                cache_id=cache.id, store_path_hash=info.store_path.hash_part,
-                store_path=info.store_path.path(cache.store_dir),
-                nar_file=canonical.file_hash, nar_hash=canonical.nar_hash,
-                nar_size=canonical.nar_size,
-                refs=" ".join(r.base_name for r in info.references),
-                deriver=info.deriver.base_name if info.deriver else None,
-                system=info.system, sigs="\n".join(info.sigs), ca=info.ca,
-                narinfo=text, signed_by=key.name, created_at=int(time.time()))).rowcount)
+        try:
+            with self._db.write() as conn:
+                return self._insert_object(conn, cache, info, canonical, text, key.name)
+        except IntegrityError:
+            # Not a second upload of the path (that is ignored above) but its NAR's row gone
+            # meanwhile (a concurrent fsck --repair): the path is not stored.
+            raise FailedPrecondition("the NAR was removed while this path was added; upload "
+                                     "it again") from None
+
+    @staticmethod
+    def _insert_object(conn: Connection, cache: Cache, info: NarInfo, canonical: NarFile,
+                       text: str, key_name: str) -> bool:
+        return bool(conn.execute(insert_ignore(conn, objects).values(
+            cache_id=cache.id, store_path_hash=info.store_path.hash_part,
+            store_path=info.store_path.path(cache.store_dir),
+            nar_file=canonical.file_hash, nar_hash=canonical.nar_hash,
+            nar_size=canonical.nar_size,
+            refs=" ".join(r.base_name for r in info.references),
+            deriver=info.deriver.base_name if info.deriver else None,
+            system=info.system, sigs="\n".join(info.sigs), ca=info.ca,
+            narinfo=text, signed_by=key_name, created_at=int(time.time()))).rowcount)
 
     def resign_stale(self, cache: Cache) -> int:
         """Re-sign narinfos signed by an earlier key, in short transactions; returns how
