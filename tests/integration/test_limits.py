@@ -149,7 +149,7 @@ def test_a_grpc_zstd_bomb_costs_no_memory(bounded: FlywheelServer) -> None:
 
 def test_a_nar_expanding_past_the_ratio_limit_is_refused(tmp_path: Path) -> None:
     srv = FlywheelServer(tmp_path / "data",
-                         env={"FLYWHEEL_MAX_COMPRESSION_RATIO": "100"}, workers=1).start()
+                         env={"FLYWHEEL_CACHE_MAX_COMPRESSION_RATIO": "100"}, workers=1).start()
     try:
         prefix = b"".join(nar_str(s) for s in (b"nix-archive-1", b"(", b"type", b"regular",
                                                b"contents")) + (1 << 34).to_bytes(8, "little")

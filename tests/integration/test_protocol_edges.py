@@ -470,7 +470,7 @@ def _peak_rss_kib(pid: int) -> int:
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlywheelServer]:
     """A server that takes NARs of at most 1 MiB."""
     srv = FlywheelServer(tmp_path_factory.mktemp("small") / "data",
-                         env={"FLYWHEEL_MAX_NAR_SIZE": "1MiB"}).start()
+                         env={"FLYWHEEL_CACHE_MAX_NAR_SIZE": "1MiB"}).start()
     try:
         yield srv
     finally:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from flywheel import __version__
-from flywheel.app.settings import load_settings
+from flywheel.app.settings import CLIENT_VARIABLES, env_names, load_settings
 from tests.support.server import FLYWHEEL, FlywheelServer, clean_env, run_cli
 
 README = (Path(__file__).parents[2] / "README.md").read_text()
@@ -39,19 +39,27 @@ def test_every_command_and_flag_in_the_readme_exists() -> None:
         assert flag in _help("cache", "info")
 
 
-def test_every_environment_variable_in_the_readme_is_a_setting(tmp_path: Path) -> None:
-    names = set(re.findall(r"FLYWHEEL_[A-Z_]+", README))
-    assert "FLYWHEEL_DATA_DIR" in names
-    values = {"FLYWHEEL_DATA_DIR": str(tmp_path), "FLYWHEEL_LISTEN": "127.0.0.1:1",
-              "FLYWHEEL_WORKERS": "2", "FLYWHEEL_DATABASE_URL": "sqlite:///x.db",
-              "FLYWHEEL_PUBLIC_URL": "https://cache.example", "FLYWHEEL_MAX_NAR_SIZE": "1GiB",
-              "FLYWHEEL_LOG_LEVEL": "debug", "FLYWHEEL_GRPC_LISTEN": "127.0.0.1:2",
-              "FLYWHEEL_BAZEL_MAX_SIZE": "50GiB", "FLYWHEEL_CONFIG": ""}
-    assert names <= set(values), names - set(values)
-    s = load_settings(environ={k: v for k, v in values.items() if k != "FLYWHEEL_CONFIG"})
-    assert (s.workers, s.public_url, s.max_nar_size, s.log_level) == \
-        (2, "https://cache.example", 1 << 30, "debug")
-    assert (s.grpc_listen, s.bazel_max_size) == ("127.0.0.1:2", 50 << 30)
+def test_the_settings_table_is_the_settings_object(tmp_path: Path) -> None:
+    rows = re.findall(r"^\| `(?:\[(\w+)\] )?([a-z-]+)` \| `(FLYWHEEL_[A-Z_]+)`", README, re.M)
+    assert len(rows) >= 10
+    names = env_names()
+    assert {env for *_, env in rows} == set(names), "a setting is missing from the README"
+    for section, key, env in rows:
+        assert names[env] == ((section, key.replace("-", "_")) if section
+                              else (key.replace("-", "_"),)), env
+    # Every FLYWHEEL_ variable the README names anywhere is a setting, the config file's
+    # variable, or one of the runner side's.
+    mentioned = set(re.findall(r"FLYWHEEL_[A-Z_]+[A-Z]", README))
+    assert mentioned <= set(names) | CLIENT_VARIABLES | {"FLYWHEEL_CONFIG"}, \
+        mentioned - set(names) - CLIENT_VARIABLES
+    # The README's example file loads, and says what it seems to.
+    example = re.search(r"```toml\n(.*?)```", README, re.S)
+    assert example
+    cfg = tmp_path / "flywheel.toml"
+    cfg.write_text(example.group(1))
+    s = load_settings(cfg, environ={})
+    assert (s.listen, s.cache.max_nar_size, s.bazel.max_size) == \
+        ("0.0.0.0:8080", 16 << 30, 200 << 30)
 
 
 def test_the_two_commands_are_the_dev_script() -> None:

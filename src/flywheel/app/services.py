@@ -47,11 +47,11 @@ class Services:
         host = settings.base_url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
         local = host in ("127.0.0.1", "localhost", "[::1]")
         caches = CacheService(db, socket.gethostname() if local else host)
-        nars = NarStore(db, blobs, NarLimits(settings.max_nar_size,
-                                             settings.max_compression_ratio))
-        bound = SizeBound(settings.bazel_max_size, blobs)
+        nars = NarStore(db, blobs, NarLimits(settings.cache.max_nar_size,
+                                             settings.cache.max_compression_ratio))
+        bound = SizeBound(settings.bazel.max_size, blobs)
         cas = CasStore(db, blobs, bound)
-        action_cache = ActionCache(db, blobs, cas, bound, settings.bazel_max_action_refs)
+        action_cache = ActionCache(db, blobs, cas, bound, settings.bazel.max_action_refs)
         caches.on_destroy.append(action_cache.release)
         signer = TokenSigner(load_or_create_token_secret(settings.data_dir))
         tokens = TokenRegistry(db)

@@ -1,26 +1,39 @@
 """The one settings object: defaults < TOML file < FLYWHEEL_* environment < command-line flags.
 
-It is loaded once by the command line and handed down; server workers receive it
-serialized in their environment rather than re-reading the sources, so every worker
-runs with exactly what the parent validated.
+Settings of the whole server sit at the top level; each plane has its own section
+(``[cache]``, ``[bazel]``, ...). In the environment a top-level setting is
+``FLYWHEEL_<NAME>`` and a section's is ``FLYWHEEL_<SECTION>_<NAME>``. The settings are
+loaded once by the command line and handed down: server processes receive them serialized
+in their environment rather than re-reading the sources, so every process runs with
+exactly what the parent validated.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 WORKER_SETTINGS_ENV = "_FLYWHEEL_WORKER_SETTINGS"
 ENV_PREFIX = "FLYWHEEL_"
+CONFIG_ENV = "FLYWHEEL_CONFIG"
+# Variables of the flywheel client and of runner set-up (see the README's Fleet section):
+# they share the prefix but are not server settings.
+CLIENT_VARIABLES = frozenset({"FLYWHEEL_URL", "FLYWHEEL_CACHE", "FLYWHEEL_BAZEL_CACHE",
+                              "FLYWHEEL_TOKEN"})
 
-_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1000, "KIB": 1 << 10, "M": 1 << 20, "MB": 10**6,
-               "MIB": 1 << 20, "G": 1 << 30, "GB": 10**9, "GIB": 1 << 30, "T": 1 << 40,
-               "TB": 10**12, "TIB": 1 << 40}
+# IEC units are powers of 1024, SI units powers of 1000; a bare K, M, G or T is the
+# binary one, as in nginx and most tools that take sizes.
+_SIZE_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KIB": 1 << 10, "KB": 1000, "M": 1 << 20,
+               "MIB": 1 << 20, "MB": 10**6, "G": 1 << 30, "GIB": 1 << 30, "GB": 10**9,
+               "T": 1 << 40, "TIB": 1 << 40, "TB": 10**12}
 
 
 class ConfigError(Exception):
@@ -28,15 +41,18 @@ class ConfigError(Exception):
 
 
 def parse_size(value: str | int) -> int:
-    """Parse a byte size such as ``50GiB``, ``512MB`` or ``1048576``."""
-    if isinstance(value, int):
+    """A byte size such as ``50GiB``, ``512MB``, ``64K`` or ``1048576``."""
+    if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("size must not be negative")
         return value
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
     if not m or m.group(2).upper() not in _SIZE_UNITS:
-        raise ValueError(f"not a size: {value!r} (use e.g. 1048576, 512MiB, 50GiB)")
+        raise ValueError(f"not a size: {value!r} (use e.g. 1048576, 64K, 512MiB, 50GiB)")
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -51,39 +67,53 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, port
 
 
-class Settings(BaseModel):
+def _listen(value: str) -> str:
+    parse_listen(value)
+    return value
+
+
+Listen = Annotated[str, BeforeValidator(_listen)]
+
+
+class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+
+class CacheSettings(_Section):
+    """``[cache]``: the Nix side of the cache plane."""
+
+    max_nar_size: Size = 64 << 30
+    # How many times its compressed size an uploaded NAR may expand (decompression bombs).
+    max_compression_ratio: int = Field(default=1000, ge=2)
+
+
+class BazelSettings(_Section):
+    """``[bazel]``: the Bazel remote cache."""
+
+    max_size: Size | None = None
+    # Blobs one action-cache entry may name (its outputs and the files of its trees); each
+    # is checked against storage on every lookup.
+    max_action_refs: int = Field(default=50_000, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
     data_dir: Path = Path("flywheel-data")
-    listen: str = "127.0.0.1:8080"
+    listen: Listen = "127.0.0.1:8080"
+    grpc_listen: Listen = "127.0.0.1:9092"
     database_url: str | None = None
     public_url: str | None = None
-    workers: int = max(1, min(os.cpu_count() or 1, 8))
-    max_nar_size: int = 64 << 30
-    max_compression_ratio: int = 1000
-    bazel_max_action_refs: int = 50_000
-    blocking_threads: int = 8
-    grpc_listen: str = "127.0.0.1:9092"
-    bazel_max_size: int | None = None
+    workers: int = Field(default=max(1, min(os.cpu_count() or 1, 8)), ge=1, le=64)
+    # Threads per process for blocking work (hashing, decompression, file and database
+    # writes), so it never runs on the event loop.
+    blocking_threads: int = Field(default=8, ge=1, le=256)
     log_level: str = "info"
-
-    @field_validator("listen", "grpc_listen")
-    @classmethod
-    def _check_listen(cls, v: str) -> str:
-        parse_listen(v)
-        return v
-
-    @field_validator("workers")
-    @classmethod
-    def _check_workers(cls, v: int) -> int:
-        if not 1 <= v <= 64:
-            raise ValueError("workers must be between 1 and 64")
-        return v
-
-    @field_validator("max_nar_size", "bazel_max_size", mode="before")
-    @classmethod
-    def _check_size(cls, v: Any) -> int | None:
-        return None if v is None else parse_size(v)
+    # Seconds a stopping server lets requests in flight finish before aborting them (under
+    # Kubernetes' default 30 s grace period).
+    drain_timeout: float = Field(default=25.0, ge=0, le=3600)
+    cache: CacheSettings = CacheSettings()
+    bazel: BazelSettings = BazelSettings()
 
     @field_validator("log_level")
     @classmethod
@@ -98,6 +128,15 @@ class Settings(BaseModel):
         if v is not None and not re.fullmatch(r"https?://[^\s/]+(/[^\s]*)?", v):
             raise ValueError(f"public_url must be an http(s) URL, got {v!r}")
         return v.rstrip("/") if v else v
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -122,40 +161,95 @@ class Settings(BaseModel):
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
-def _env_values(environ: dict[str, str]) -> dict[str, str]:
-    fields = set(Settings.model_fields)
-    out: dict[str, str] = {}
-    for key, value in environ.items():
-        if not key.startswith(ENV_PREFIX):
-            continue
-        name = key[len(ENV_PREFIX):].lower()
-        if name in fields:
-            out[name] = value
-        elif name not in {"config"}:
-            raise ConfigError(f"unknown environment variable {key} (known: "
-                              + ", ".join(ENV_PREFIX + f.upper() for f in sorted(fields)) + ")")
-    return out
+def _sections() -> dict[str, type[BaseModel]]:
+    return {name: field.annotation for name, field in Settings.model_fields.items()
+            if isinstance(field.annotation, type) and issubclass(field.annotation, _Section)}
+
+
+def env_names() -> dict[str, tuple[str, ...]]:
+    """Every settings variable and the setting it sets, e.g.
+    ``FLYWHEEL_BAZEL_MAX_SIZE`` → ("bazel", "max_size")."""
+    sections = _sections()
+    names: dict[str, tuple[str, ...]] = {}
+    for name in Settings.model_fields:
+        if name in sections:
+            for sub in sections[name].model_fields:
+                names[f"{ENV_PREFIX}{name}_{sub}".upper()] = (name, sub)
+        else:
+            names[f"{ENV_PREFIX}{name}".upper()] = (name,)
+    return names
+
+
+# What load_settings read, for the sources below (pydantic-settings calls them without
+# arguments of ours).
+_ENVIRON: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("environ")
+_CONFIG_FILE: contextvars.ContextVar[Path | None] = contextvars.ContextVar("config_file",
+                                                                          default=None)
+
+
+class _EnvSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every variable at once
+
+    def __call__(self) -> dict[str, Any]:
+        environ = _ENVIRON.get(dict(os.environ))
+        known = env_names()
+        values: dict[str, Any] = {}
+        for key, value in environ.items():
+            if not key.startswith(ENV_PREFIX) or key in CLIENT_VARIABLES or key == CONFIG_ENV:
+                continue
+            where = known.get(key)
+            if where is None:
+                raise ConfigError(f"unknown environment variable {key} (known: "
+                                  + ", ".join(sorted(known)) + ")")
+            if len(where) == 1:
+                values[where[0]] = value
+            else:
+                values.setdefault(where[0], {})[where[1]] = value
+        return values
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        path = _CONFIG_FILE.get()
+        if path is None:
+            return {}
+        try:
+            return _underscored(tomllib.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+def _underscored(values: dict[str, Any]) -> dict[str, Any]:
+    """TOML keys may be written ``max-nar-size`` or ``max_nar_size``."""
+    return {k.replace("-", "_"): _underscored(v) if isinstance(v, dict) else v
+            for k, v in values.items()}
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
-    """Merge the sources and validate, turning pydantic's errors into one readable message."""
+    """Merge the sources and validate, turning pydantic's errors into one readable message.
+    ``overrides`` (command-line flags) are top-level names, or ``section.name``."""
     environ = dict(os.environ if environ is None else environ)
-    values: dict[str, Any] = {}
-    config_file = config_file or (Path(environ["FLYWHEEL_CONFIG"]) if environ.get("FLYWHEEL_CONFIG")
-                                  else None)
-    if config_file is not None:
-        try:
-            values.update(tomllib.loads(config_file.read_text()))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {config_file}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"config file {config_file} is not valid TOML: {e}") from None
-        values = {k.replace("-", "_"): v for k, v in values.items()}
-    values.update(_env_values(environ))
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if config_file is None and environ.get(CONFIG_ENV):
+        config_file = Path(environ[CONFIG_ENV])
+    flags: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        (flags.setdefault(section, {}) if section else flags)[name] = value
+    env_token = _ENVIRON.set(environ)
+    file_token = _CONFIG_FILE.set(config_file)
     try:
-        return Settings(**values)
+        # Sources, highest first: flags, then the environment, then the TOML file; sections
+        # are merged key by key across them.
+        return Settings(**flags)
     except ValidationError as e:
         problems = []
         for err in e.errors():
@@ -165,6 +259,9 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
                 msg = "unknown setting"
             problems.append(f"{where}: {msg}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    finally:
+        _ENVIRON.reset(env_token)
+        _CONFIG_FILE.reset(file_token)
 
 
 def settings_for_worker(settings: Settings) -> dict[str, str]:

@@ -35,7 +35,7 @@ def serve(
     settings = settings_from(config, data_dir=data_dir, listen=listen, workers=workers,
                              database_url=database_url, public_url=public_url,
                              log_level=log_level, grpc_listen=grpc_listen,
-                             bazel_max_size=bazel_max_size)
+                             **{"bazel.max_size": bazel_max_size})
     setup_logging(settings.log_level)
     try:
         run_server(settings)
