@@ -17,7 +17,8 @@ import httpx
 import pytest
 import zstandard
 
-from flywheel.bazel.reapi import re_grpc, re_pb2
+from flywheel.bazel.reapi import re_pb2
+from flywheel.bazel.reapi_grpc import re_grpc
 from tests.support.cacheworld import narinfo_for
 from tests.support.hostile import (
     nar_str,

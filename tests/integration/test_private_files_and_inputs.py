@@ -12,7 +12,8 @@ import grpc
 import httpx
 import pytest
 
-from flywheel.bazel.reapi import bs_grpc, bs_pb2
+from flywheel.bazel.reapi import bs_pb2
+from flywheel.bazel.reapi_grpc import bs_grpc
 from tests.support.server import FlywheelServer
 
 HTTP = httpx.Client(timeout=30)

@@ -20,7 +20,8 @@ import grpc
 import httpx
 import pytest
 
-from flywheel.bazel.reapi import bs_grpc, bs_pb2, re_grpc, re_pb2
+from flywheel.bazel.reapi import bs_pb2, re_pb2
+from flywheel.bazel.reapi_grpc import bs_grpc, re_grpc
 from flywheel.server.app import ENDPOINTS
 from flywheel.server.grpc import services as grpc_services
 from tests.support.cacheworld import nar_of, narinfo_for, nix_hash

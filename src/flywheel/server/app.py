@@ -81,7 +81,7 @@ class FlywheelApp:
                 return
             await self._guarded(scope, receive, send)
             return
-        await self._rest(scope, receive, send)  # type: ignore[arg-type]
+        await self._rest(scope, receive, send)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Whatever escapes the framework still gets a JSON answer, if none was started."""
@@ -93,7 +93,7 @@ class FlywheelApp:
             await send(message)
 
         try:
-            await self._rest(scope, receive, tracking_send)  # type: ignore[arg-type]
+            await self._rest(scope, receive, tracking_send)
         except Exception as e:
             if started:
                 raise

@@ -69,7 +69,7 @@ class _Visible:
 
 def exposition(visible: Callable[[str], bool]) -> tuple[bytes, str]:
     """The Prometheus text, with per-cache samples only for caches ``visible`` admits."""
-    return generate_latest(_Visible(_registry(), visible)), CONTENT_TYPE_LATEST  # type: ignore[arg-type]
+    return generate_latest(_Visible(_registry(), visible)), CONTENT_TYPE_LATEST
 
 
 def lookup_counts() -> dict[str, dict[str, int]]:

@@ -22,10 +22,11 @@ import pytest
 from google.protobuf import text_format
 from google.protobuf.descriptor import FieldDescriptor
 
-from flywheel.bazel import reapi
-from flywheel.bazel.reapi import bs_grpc, bs_pb2, re_grpc, re_pb2, semver_pb2, status_pb2
+from flywheel.bazel.reapi import bs_pb2, re_pb2, semver_pb2, status_pb2
+from flywheel.bazel.reapi_grpc import bs_grpc, re_grpc
 
 SRC = Path(__file__).resolve().parents[3] / "src"
+PROTOS = SRC / "flywheel" / "bazel" / "protos"
 
 T = FieldDescriptor
 STRING, BYTES, BOOL = T.TYPE_STRING, T.TYPE_BYTES, T.TYPE_BOOL
@@ -48,7 +49,7 @@ def test_proto_packages_and_files() -> None:
     for name in ("build/bazel/remote/execution/v2/remote_execution.proto",
                  "build/bazel/semver/semver.proto", "google/bytestream/bytestream.proto",
                  "google/rpc/status.proto"):
-        assert (reapi.PROTO_ROOT / name).is_file(), name
+        assert (PROTOS / name).is_file(), name
     # no longrunning / http annotations dragged in
     deps = {d.name for d in re_pb2.DESCRIPTOR.dependencies}
     assert deps == {"build/bazel/semver/semver.proto", "google/protobuf/any.proto",
@@ -63,15 +64,23 @@ def test_proto_files_are_not_git_ignored() -> None:
     repo = SRC.parent
     if shutil.which("git") is None or not (repo / ".git").exists():
         pytest.skip("not a git checkout")
-    protos = [str(p.relative_to(repo)) for p in reapi.PROTO_ROOT.rglob("*.proto")]
+    protos = [str(p.relative_to(repo)) for p in PROTOS.rglob("*.proto")]
     assert len(protos) == 4
     proc = subprocess.run(["git", "check-ignore", "--no-index", *protos], cwd=repo,
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.stdout.split() == [], f"git-ignored: {proc.stdout.split()}"
 
 
-def test_proto_root_is_not_left_on_sys_path() -> None:
-    assert str(reapi.PROTO_ROOT) not in sys.path
+def test_messages_cost_no_grpc_and_no_compiler() -> None:
+    # HTTP workers read ActionResults: they must not pay for grpc or a proto compiler.
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, flywheel.bazel.reapi, flywheel.server.app; "
+         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+         "('grpc', 'grpc_tools', 'grpc_health')))"],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 def test_import_is_warning_free_in_a_fresh_interpreter() -> None:
@@ -95,10 +104,10 @@ def test_unrelated_top_level_build_package_does_not_break_loading(
     second = "flywheel.bazel.reapi" if first == "build" else "build"
     code = (f"import importlib, sys; importlib.import_module({first!r}); "
             f"importlib.import_module({second!r}); "
-            "import build, flywheel.bazel.reapi as r; "
+            "import build, flywheel.bazel.reapi as r, flywheel.bazel.reapi_grpc as g; "
             "assert build.MARKER == 'pypa'; "
             "assert r.re_pb2.Compressor.ZSTD == 1; "
-            "assert r.re_grpc.ActionCacheStub; print('ok')")
+            "assert g.re_grpc.ActionCacheStub; print('ok')")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(SRC)])}
     proc = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
                           text=True, timeout=120, check=False, env=env)

@@ -17,7 +17,8 @@ import pytest
 from flywheel.app.bootstrap import first_start
 from flywheel.app.services import Services
 from flywheel.app.settings import Settings
-from flywheel.bazel.reapi import re_grpc, re_pb2
+from flywheel.bazel.reapi import re_pb2
+from flywheel.bazel.reapi_grpc import re_grpc
 from flywheel.server.app import FlywheelApp
 from flywheel.server.grpc.server import build_server
 
@@ -74,7 +75,8 @@ def test_grpc_methods_answer_the_unforeseen_with_internal(
     services.cas.find_missing = boom  # type: ignore[method-assign]
 
     async def call() -> grpc.aio.AioRpcError:
-        server = build_server(services)
+        built = build_server(services)
+        server = built.server
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         try:

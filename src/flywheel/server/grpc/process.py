@@ -20,12 +20,13 @@ log = logging.getLogger(__name__)
 
 async def _serve(settings: Settings, parent_pid: int) -> None:
     services = Services.open(settings, migrate_schema=False)
-    server = build_server(services)
+    built = build_server(services)
+    server = built.server
     host, port = settings.grpc_host_port
     server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     await server.start()
     for name in ("", *SERVICES):
-        await server.health.set(name, health_pb2.HealthCheckResponse.SERVING)  # type: ignore[attr-defined]
+        await built.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC on %s:%d", host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

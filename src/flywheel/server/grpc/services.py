@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from flywheel.auth.authorize import CacheAction
 from flywheel.auth.principal import Principal
 from flywheel.bazel.digests import Digest, DigestError
-from flywheel.bazel.reapi import bs_grpc, bs_pb2, re_grpc, re_pb2, semver_pb2, status_pb2
+from flywheel.bazel.reapi import bs_pb2, re_pb2, semver_pb2, status_pb2
 from flywheel.bazel.resources import Resource, parse_read, parse_write
 from flywheel.cache.tenancy import Cache, check_cache_name
 from flywheel.codecs import ZstdStreamCompressor, zstd_compress
@@ -29,6 +29,7 @@ from flywheel.server import metrics
 from flywheel.server.access import Access
 from flywheel.server.blocking import Offload
 from flywheel.server.grpc.errors import code_for, status_of
+from flywheel.server.grpc.registration import UNDECODABLE
 from flywheel.storage.faults import storage_faults
 
 DEFAULT_INSTANCE = "main"
@@ -59,7 +60,7 @@ def _resource(parse: Callable[[str], Resource], name: str) -> Resource:
         raise Invalid(str(e)) from None
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: BaseException) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> NoReturn:
     await context.abort(*status_of(error))
     raise AssertionError("unreachable")  # abort raises
 
@@ -78,9 +79,10 @@ def rpc(action: str, instance: Callable[[Any], str] = lambda r: r.instance_name
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
-        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext
+        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext[Any, Any]
                           ) -> Any:
             try:
+                _decodable(request)
                 cache = self.cache(context, instance(request), action)
                 return await method(self, request, context, cache)
             except grpc.aio.AbortError:
@@ -98,9 +100,10 @@ def rpc_stream(action: str, instance: Callable[[Any], str]
                ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorate(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Any]:
         @functools.wraps(method)
-        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext
+        async def wrapper(self: Servicer, request: Any, context: grpc.aio.ServicerContext[Any, Any]
                           ) -> AsyncIterator[Any]:
             try:
+                _decodable(request)
                 cache = self.cache(context, instance(request), action)
                 async for item in method(self, request, context, cache):
                     yield item
@@ -121,17 +124,18 @@ class Servicer:
         self.offload = offload
         self.services = access.services
 
-    def principal(self, context: grpc.aio.ServicerContext) -> Principal:
+    def principal(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 return self.access.principal(str(value))
         return self.access.principal(None)
 
-    def cache(self, context: grpc.aio.ServicerContext, instance: str, action: str) -> Cache:
+    def cache(self, context: grpc.aio.ServicerContext[Any, Any], instance: str,
+              action: str) -> Cache:
         return self.access.cache(self.principal(context), cache_name_for(instance), action)
 
 
-class Capabilities(Servicer, re_grpc.CapabilitiesServicer):  # type: ignore[misc]
+class Capabilities(Servicer):
     @rpc(CacheAction.PULL)
     async def GetCapabilities(self, request: Any, context: Any, cache: Cache) -> Any:
         # Updates are advertised even to read-only callers: Bazel 4 aborts a default build
@@ -152,7 +156,7 @@ class Capabilities(Servicer, re_grpc.CapabilitiesServicer):  # type: ignore[misc
         )
 
 
-class ActionCache(Servicer, re_grpc.ActionCacheServicer):  # type: ignore[misc]
+class ActionCache(Servicer):
     @rpc(CacheAction.PULL)
     async def GetActionResult(self, request: Any, context: Any, cache: Cache) -> Any:
         digest = _digest(request.action_digest)
@@ -177,8 +181,7 @@ class ActionCache(Servicer, re_grpc.ActionCacheServicer):  # type: ignore[misc]
         return request.action_result
 
 
-class ContentAddressableStorage(Servicer,
-                                re_grpc.ContentAddressableStorageServicer):  # type: ignore[misc]
+class ContentAddressableStorage(Servicer):
     @rpc(CacheAction.PULL)
     async def FindMissingBlobs(self, request: Any, context: Any, cache: Cache) -> Any:
         digests = [_digest(d) for d in request.blob_digests]
@@ -290,7 +293,7 @@ def _write_instance(request: Any) -> str:
     return _resource(parse_write, request.resource_name).instance
 
 
-class ByteStream(Servicer, bs_grpc.ByteStreamServicer):  # type: ignore[misc]
+class ByteStream(Servicer):
     def __init__(self, access: Access, offload: Offload, spool_dir: str) -> None:
         super().__init__(access, offload)
         self.spool_dir = spool_dir
@@ -419,12 +422,16 @@ class ByteStream(Servicer, bs_grpc.ByteStreamServicer):  # type: ignore[misc]
                                                complete=False)
 
 
+def _decodable(request: Any) -> None:
+    if request is UNDECODABLE:
+        raise Invalid("the request message could not be decoded")
+
+
 async def _next_message(requests: Any) -> Any:
     """The next message of a client stream, None at its end."""
-    try:
-        return await anext(aiter(requests), None)
-    except DecodeError:
-        raise Invalid("the request message could not be decoded") from None
+    request = await anext(aiter(requests), None)
+    _decodable(request)
+    return request
 
 
 async def _window(pieces: AsyncIterator[bytes], skip: int,
