@@ -43,6 +43,15 @@ class Conflict(FlywheelError):
     """The resource exists already, or is held by someone else."""
 
 
+class Locked(Conflict):
+    """A lock held by someone else; ``holder`` is the lock's description as its holder gave
+    it (OpenTofu's lock-info JSON), shown only to callers who may take that lock."""
+
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class TooLarge(FlywheelError):
     """More bytes than the server accepts for this request."""
 

@@ -12,6 +12,8 @@ class MintTokenRequest(BaseModel):
     validity: str = "30d"
     caches: dict[str, dict[str, int]] = Field(default_factory=dict, max_length=100)
     admin: bool = False
+    # Our extension: state-workspace globs to {"r","w","l","a"} bits.
+    workspaces: dict[str, dict[str, int]] = Field(default_factory=dict, max_length=100)
 
 
 class MintTokenResponse(BaseModel):

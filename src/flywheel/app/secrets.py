@@ -1,6 +1,6 @@
-"""Files only the server's user may read: the data directory, the token secret, the admin
-token. The metadata database holds every cache's secret signing key, so the whole data
-directory is private."""
+"""Files only the server's user may read: the data directory, the token secret, the state
+key, the admin token. The metadata database holds every cache's secret signing key, so the
+whole data directory is private."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import stat
 from pathlib import Path
 
 from flywheel.auth.tokens import new_secret
+from flywheel.state.crypto import new_key_text
 
 log = logging.getLogger(__name__)
 
 TOKEN_SECRET_FILE = "token-secret"
+STATE_KEY_FILE = "state-key"
 # New files: owner read/write only; new directories: owner only.
 PRIVATE_UMASK = 0o077
 
@@ -48,4 +50,23 @@ def load_or_create_token_secret(data_dir: Path) -> str:
     if not path.exists():
         write_private_file(path, new_secret() + "\n")
         log.info("created the token-signing secret in %s", path)
+    return path.read_text().strip()
+
+
+def load_or_create_state_key(data_dir: Path) -> str:
+    """The key that encrypts state at rest, beside the token secret; its path is logged,
+    never its content."""
+    path = data_dir / STATE_KEY_FILE
+    if not path.exists():
+        # Two processes starting at once must not each write a key: state encrypted with
+        # the one overwritten would be lost. Linking fails if the file exists, so one wins.
+        candidate = data_dir / f".{STATE_KEY_FILE}.{os.getpid()}"
+        write_private_file(candidate, new_key_text() + "\n")
+        try:
+            os.link(candidate, path)
+            log.info("created the state encryption key in %s", path)
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
     return path.read_text().strip()

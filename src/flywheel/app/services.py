@@ -5,7 +5,11 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from flywheel.app.secrets import load_or_create_token_secret, make_private
+from flywheel.app.secrets import (
+    load_or_create_state_key,
+    load_or_create_token_secret,
+    make_private,
+)
 from flywheel.app.settings import Settings
 from flywheel.auth.authenticate import Authenticator
 from flywheel.auth.permissions import Grants
@@ -19,6 +23,8 @@ from flywheel.cache.nix.paths import PathService
 from flywheel.cache.nix.verify import NarLimits
 from flywheel.cache.tenancy import CacheService
 from flywheel.db.engine import Database, make_engine, migrate
+from flywheel.state.crypto import StateCipher
+from flywheel.state.store import StateStore
 from flywheel.storage.local import LocalBlobStore
 
 
@@ -35,6 +41,7 @@ class Services:
     tokens: TokenRegistry
     signer: TokenSigner
     auth: Authenticator
+    state: StateStore
 
     @classmethod
     def open(cls, settings: Settings, *, migrate_schema: bool = True) -> Services:
@@ -55,10 +62,13 @@ class Services:
         caches.on_destroy.append(action_cache.release)
         signer = TokenSigner(load_or_create_token_secret(settings.data_dir))
         tokens = TokenRegistry(db)
+        state = StateStore(db, StateCipher(load_or_create_state_key(settings.data_dir)),
+                           retention=settings.state.retention,
+                           max_size=settings.state.max_size)
         return cls(settings=settings, db=db, blobs=blobs, caches=caches,
                    paths=PathService(db, nars, caches), cas=cas, action_cache=action_cache,
                    bazel_bound=bound, tokens=tokens, signer=signer,
-                   auth=Authenticator(signer, tokens))
+                   auth=Authenticator(signer, tokens), state=state)
 
     def issue_token(self, sub: str, grants: Grants,
                     validity_seconds: int | None) -> tuple[str, TokenClaims]:

@@ -96,6 +96,15 @@ class BazelSettings(_Section):
     max_action_refs: int = Field(default=50_000, ge=1)
 
 
+class StateSettings(_Section):
+    """``[state]``: the OpenTofu/Terraform state backend."""
+
+    # Versions kept per workspace; older ones are dropped as new ones are written.
+    retention: int = Field(default=100, ge=1, le=100_000)
+    # Largest state body accepted; it is held in memory while it is checked and encrypted.
+    max_size: Size = Field(default=64 << 20, ge=1 << 10, le=1 << 30)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
@@ -114,6 +123,7 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(default=25.0, ge=0, le=3600)
     cache: CacheSettings = CacheSettings()
     bazel: BazelSettings = BazelSettings()
+    state: StateSettings = StateSettings()
 
     @field_validator("log_level")
     @classmethod

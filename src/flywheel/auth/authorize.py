@@ -32,6 +32,21 @@ CACHE_ACTION_WORDS = {
 }
 
 
+class WorkspaceAction(StrEnum):
+    """Actions on a state workspace, by their claim names."""
+
+    READ = "r"
+    WRITE = "w"
+    LOCK = "l"
+    ADMIN = "a"
+
+
+WORKSPACE_ACTION_WORDS = {
+    WorkspaceAction.READ: "read the state of", WorkspaceAction.WRITE: "write the state of",
+    WorkspaceAction.LOCK: "lock", WorkspaceAction.ADMIN: "administer",
+}
+
+
 class ServerAction(StrEnum):
     """Actions on server-wide resources, each needing a role."""
 
@@ -56,6 +71,17 @@ class CacheResource:
 
 
 @dataclass(frozen=True)
+class WorkspaceResource:
+    """A state workspace, judged by its name alone: whether it exists is never part of the
+    decision, so a caller without rights learns nothing of it."""
+
+    name: str
+
+    def describe(self) -> str:
+        return f"workspace {self.name!r}"
+
+
+@dataclass(frozen=True)
 class ServerResource:
     """Something of the whole server: ``tokens``, ``server`` (status, metrics), ``fleet``."""
 
@@ -69,13 +95,15 @@ TOKENS = ServerResource("tokens")
 SERVER = ServerResource("the server")
 FLEET = ServerResource("the fleet")
 
-Resource = CacheResource | ServerResource
+Resource = CacheResource | WorkspaceResource | ServerResource
 
 
 def authorize(principal: Principal, resource: Resource, action: str) -> None:
     """Return if allowed; raise ``Unauthenticated``, ``Forbidden`` or ``NotFound``."""
     if isinstance(resource, CacheResource):
         _authorize_cache(principal, resource, CacheAction(action))
+    elif isinstance(resource, WorkspaceResource):
+        _authorize_workspace(principal, resource, WorkspaceAction(action))
     else:
         _authorize_role(principal, resource, ServerAction(action))
 
@@ -99,6 +127,18 @@ def _authorize_cache(principal: Principal, cache: CacheResource, action: CacheAc
         raise Forbidden(f"{principal.describe()} may not {words}")
     if cache.public is None and action is not CacheAction.CREATE:
         raise NotFound(f"no cache named {cache.name!r}")
+
+
+def _authorize_workspace(principal: Principal, workspace: WorkspaceResource,
+                         action: WorkspaceAction) -> None:
+    # No workspace is public: state holds secrets, so anonymous callers are always refused.
+    if principal.role is Role.ADMIN or getattr(
+            principal.grants.for_workspace(workspace.name), action.value):
+        return
+    words = f"{WORKSPACE_ACTION_WORDS[action]} {workspace.describe()}"
+    if principal.anonymous:
+        raise Unauthenticated(f"authentication required to {words}")
+    raise Forbidden(f"{principal.describe()} may not {words}")
 
 
 def _authorize_role(principal: Principal, resource: ServerResource,

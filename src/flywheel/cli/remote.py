@@ -293,16 +293,18 @@ def cache_delete_path(server: str, name: str, path: str) -> None:
 
 def token_mint(server: str, sub: str, *, validity: str, pull: list[str], push: list[str],
                delete: list[str], create_cache: list[str], configure_cache: list[str],
-               destroy_cache: list[str], admin_token: bool) -> None:
+               destroy_cache: list[str], admin_token: bool,
+               workspaces: dict[str, dict[str, int]]) -> None:
     with _errors(), Api(_profile(server)) as api:
         caches = admin.permissions(pull=pull, push=push, delete=delete,
                                    create_cache=create_cache, configure_cache=configure_cache,
                                    destroy_cache=destroy_cache)
-        if not caches and not admin_token:
+        if not caches and not workspaces and not admin_token:
             raise _fail("a token needs at least one of --pull, --push, --delete, "
-                        "--create-cache, --configure-cache, --destroy-cache, --admin")
+                        "--create-cache, --configure-cache, --destroy-cache, --state-read, "
+                        "--state-lock, --state-write, --state-admin, --admin")
         minted = admin.mint_token(api, sub, validity=validity, caches=caches,
-                                  admin=admin_token)
+                                  admin=admin_token, workspaces=workspaces)
         print(minted.token)
         err.print(f"token id {minted.id} for {sub!r} from {server!r}")
 

@@ -10,14 +10,19 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flywheel.auth.permissions import CachePermission, Grants, check_glob
+from flywheel.auth.permissions import CachePermission, Grants, WorkspacePermission, check_glob
 from flywheel.auth.tokens import parse_duration
 from flywheel.cli import remote
 from flywheel.cli.common import ConfigOpt, DataDirOpt, err, fail, local_services, out
+from flywheel.client.admin import workspace_permissions
 
 app = typer.Typer(help="Mint, list and revoke access tokens.", no_args_is_help=True)
 
 Globs = Annotated[list[str] | None, typer.Option(show_default=False)]
+StateGlobs = Annotated[list[str] | None, typer.Option(show_default=False,
+                                                      help="State workspace glob")]
+NEEDS_ONE_OF = ("--pull, --push, --delete, --create-cache, --configure-cache, --destroy-cache, "
+                "--state-read, --state-lock, --state-write, --state-admin, --admin")
 
 
 def grants_from(pull: list[str], push: list[str], delete: list[str], create: list[str],
@@ -47,22 +52,31 @@ def mint(
     validity: Annotated[str, typer.Option(help="Lifetime, e.g. 30d, 12h, 1y")] = "30d",
     pull: Globs = None, push: Globs = None, delete: Globs = None,
     create_cache: Globs = None, configure_cache: Globs = None, destroy_cache: Globs = None,
+    state_read: StateGlobs = None, state_lock: StateGlobs = None,
+    state_write: StateGlobs = None, state_admin: StateGlobs = None,
     admin: Annotated[bool, typer.Option("--admin", help="May manage tokens")] = False,
     config: ConfigOpt = None, data_dir: DataDirOpt = None, server: remote.ServerOpt = None,
 ) -> None:
-    """Print a new token (Attic's JWT claim format). Globs name caches: main, team-*, *."""
+    """Print a new token (Attic's JWT claim format). Globs name caches: main, team-*, *;
+    the --state-* globs name state workspaces (--state-write also reads and locks)."""
+    workspaces = workspace_permissions(state_read=state_read or [], state_lock=state_lock or [],
+                                       state_write=state_write or [],
+                                       state_admin=state_admin or [])
     if server is not None:
         return remote.token_mint(server, sub, validity=validity, pull=pull or [],
                                  push=push or [], delete=delete or [],
                                  create_cache=create_cache or [],
                                  configure_cache=configure_cache or [],
-                                 destroy_cache=destroy_cache or [], admin_token=admin)
+                                 destroy_cache=destroy_cache or [], admin_token=admin,
+                                 workspaces=workspaces)
     with local_services(config, data_dir) as s:
         grants = grants_from(pull or [], push or [], delete or [], create_cache or [],
                              configure_cache or [], destroy_cache or [], admin)
-        if not grants.caches and not admin:
-            raise fail("a token needs at least one of --pull, --push, --delete, "
-                       "--create-cache, --configure-cache, --destroy-cache, --admin")
+        grants = Grants(grants.caches, grants.admin, tuple(
+            (check_glob(g, "workspace"), WorkspacePermission.from_claim(bits))
+            for g, bits in workspaces.items()))
+        if not grants.caches and not grants.workspaces and not admin:
+            raise fail(f"a token needs at least one of {NEEDS_ONE_OF}")
         token, claims = s.issue_token(sub, grants, parse_duration(validity))
         print(token)
         err.print(f"token id {claims.jti} for {sub!r}, expires {_when(claims.expires_at)} UTC",

@@ -22,6 +22,12 @@ FLAG_PERMISSIONS: dict[str, tuple[str, ...]] = {
     "pull": ("r",), "push": ("r", "w"), "delete": ("r", "d"), "create_cache": ("cc",),
     "configure_cache": ("cr", "cq"), "destroy_cache": ("cd",),
 }
+# What each `token mint --state-*` flag grants on matching workspaces. Writing implies
+# reading and locking, which is what `terraform apply` does; admin includes everything.
+STATE_FLAG_PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "state_read": ("r",), "state_lock": ("r", "l"), "state_write": ("r", "w", "l"),
+    "state_admin": ("r", "w", "l", "a"),
+}
 
 
 def create_cache(api: Api, name: str, *, is_public: bool, priority: int | None,
@@ -74,24 +80,37 @@ def delete_path(api: Api, cache: str, hash_part: str) -> None:
 def permissions(**globs: Sequence[str]) -> dict[str, dict[str, int]]:
     """Merge per-flag cache globs (``pull=["main"], push=["team-*"]``) into the claim's
     ``{"glob": {"r": 1, ...}}``, keeping first-seen glob order."""
+    return _merge(FLAG_PERMISSIONS, globs)
+
+
+def workspace_permissions(**globs: Sequence[str]) -> dict[str, dict[str, int]]:
+    """The same for workspace globs (``state_read=["prod-*"]``)."""
+    return _merge(STATE_FLAG_PERMISSIONS, globs)
+
+
+def _merge(meaning: dict[str, tuple[str, ...]],
+           globs: dict[str, Sequence[str]]) -> dict[str, dict[str, int]]:
     merged: dict[str, dict[str, int]] = {}
     for flag, names in globs.items():
-        if flag not in FLAG_PERMISSIONS:
+        if flag not in meaning:
             raise ValueError(f"unknown permission flag {flag!r}")
         for glob in names:
             entry = merged.setdefault(glob, {})
-            for perm in FLAG_PERMISSIONS[flag]:
+            for perm in meaning[flag]:
                 entry[perm] = 1
     return merged
 
 
 def mint_token(api: Api, sub: str, *, validity: str, caches: dict[str, dict[str, int]],
-               admin: bool = False) -> MintTokenResponse:
-    body = MintTokenRequest(sub=sub, validity=validity, caches=caches, admin=admin)
-    # `admin` is our extension; an Attic server is only sent the fields it knows.
+               admin: bool = False,
+               workspaces: dict[str, dict[str, int]] | None = None) -> MintTokenResponse:
+    body = MintTokenRequest(sub=sub, validity=validity, caches=caches, admin=admin,
+                            workspaces=workspaces or {})
+    # `admin` and `workspaces` are our extensions; an Attic server is only sent the fields
+    # it knows.
+    ours = {name for name, asked in (("admin", admin), ("workspaces", workspaces)) if not asked}
     response = api.request("POST", "/_api/v1/tokens",
-                           json_body=body.model_dump(mode="json",
-                                                     exclude={"admin"} if not admin else None))
+                           json_body=body.model_dump(mode="json", exclude=ours or None))
     return api.parse(MintTokenResponse, response)
 
 

@@ -13,12 +13,13 @@ from starlette.responses import Response
 from flywheel.app.services import Services
 from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.auth.authorize import CacheAction, CacheResource, may
-from flywheel.server import bazel_http, metrics, nix_http, status
+from flywheel.server import bazel_http, metrics, nix_http, state_http, status
 from flywheel.server.access import Access, Endpoint
-from flywheel.server.api import attic, caches, tokens
+from flywheel.server.api import attic, caches, state, tokens
 from flywheel.server.api.attic import AtticApi
 from flywheel.server.api.caches import CachesApi
 from flywheel.server.api.common import error_response, route
+from flywheel.server.api.state import StateApi
 from flywheel.server.api.tokens import TokensApi
 from flywheel.server.bazel_http import BazelHandler
 from flywheel.server.blocking import Offload
@@ -26,6 +27,7 @@ from flywheel.server.errors import answer
 from flywheel.server.health import health_routes
 from flywheel.server.nix_http import NixHandler
 from flywheel.server.responses import Message, Receive, Scope, Send, send_error
+from flywheel.server.state_http import StateHttp
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,8 @@ HEALTH = (Endpoint(("GET",), "/healthz", "none", None, "healthz"),
           Endpoint(("GET",), "/readyz", "none", None, "readyz"))
 ENDPOINTS: tuple[Endpoint, ...] = (
     *nix_http.ENDPOINTS, *bazel_http.ENDPOINTS, *attic.ENDPOINTS, *caches.ENDPOINTS,
-    *tokens.ENDPOINTS, *status.ENDPOINTS, METRICS, *HEALTH)
+    *tokens.ENDPOINTS, *state_http.ENDPOINTS, *state.ENDPOINTS, *status.ENDPOINTS, METRICS,
+    *HEALTH)
 
 
 def _management_app(services: Services, access: Access, offload: Offload) -> Starlette:
@@ -55,7 +58,9 @@ def _management_app(services: Services, access: Access, offload: Offload) -> Sta
                 *status.status_routes(services, access, offload),
                 *AtticApi(services, access, offload).routes(),
                 *CachesApi(services, access, offload).routes(),
-                *TokensApi(services, access, offload).routes()],
+                *TokensApi(services, access, offload).routes(),
+                *StateHttp(services, access, offload).routes(),
+                *StateApi(services, access, offload).routes()],
         exception_handlers={404: not_found})
 
 

@@ -41,7 +41,7 @@ class TokensApi:
         self._admin(request)
         body = await read_json(request, MintTokenRequest)
         try:
-            grants = Grants.from_request(body.caches, body.admin)
+            grants = Grants.from_request(body.caches, body.admin, body.workspaces)
             validity = parse_duration(body.validity)
         except ValueError as e:
             raise Invalid(str(e)) from None
