@@ -56,7 +56,8 @@ class FlywheelServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> FlywheelServer:
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start ``flywheel serve`` in its own process group, without waiting for it."""
         self.log_path = self.data_dir.parent / f"serve-{self.port}.log"
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -66,6 +67,11 @@ class FlywheelServer:
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=clean_env(self.env),
             start_new_session=True)
+        return self.proc
+
+    def start(self) -> FlywheelServer:
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

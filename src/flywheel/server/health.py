@@ -1,4 +1,6 @@
-"""``/healthz`` (the process is alive) and ``/readyz`` (it can serve)."""
+"""``/healthz`` (the process is alive) and ``/readyz`` (the server can take traffic: every
+HTTP worker and the gRPC listener serve, no drain has begun, the database answers and the
+data directory is there)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from flywheel.app.services import Services
+from flywheel.server.readiness import not_ready_reason
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +22,9 @@ def health_routes(services: Services) -> list[Route]:
         return PlainTextResponse("ok\n")
 
     async def readyz(_: Request) -> Response:
+        reason = not_ready_reason()
+        if reason is not None:
+            return JSONResponse({"ready": False, "reason": reason}, 503)
         try:
             with services.db.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))

@@ -1,42 +1,42 @@
-"""The gRPC process the supervisor starts: serve until told to stop, or until the parent
-is gone."""
+"""The gRPC process the supervisor starts: serve until told to stop, or until the supervisor
+is gone; then refuse new calls, let those running finish within the drain timeout and cancel
+the rest."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import signal
 
 from grpc_health.v1 import health_pb2
 
-from flywheel.app.services import Services
 from flywheel.app.settings import Settings, settings_from_worker_env
-from flywheel.server.grpc.server import SERVICES, build_server
+from flywheel.server.lifecycle import StopRequest, SupervisorLink
 
 log = logging.getLogger(__name__)
 
 
-async def _serve(settings: Settings, parent_pid: int) -> None:
+async def _serve(settings: Settings) -> None:
+    stop = StopRequest("gRPC listener", settings.drain_timeout)
+    link = SupervisorLink.from_env()
+    stop.install(link)
+    from flywheel.app.services import Services
+    from flywheel.server.grpc.server import SERVICES, build_server
+
     services = Services.open(settings, migrate_schema=False)
-    built = build_server(services)
-    server = built.server
+    server = build_server(services)
     host, port = settings.grpc_host_port
     server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     await server.start()
     for name in ("", *SERVICES):
-        await built.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await server.health.set(name, health_pb2.HealthCheckResponse.SERVING)  # type: ignore[attr-defined]
     log.info("gRPC on %s:%d", host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    # If the parent dies without telling us (kill -9), do not linger holding the port.
-    while not stop.is_set() and os.getppid() == parent_pid:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
-    await server.stop(5)
+    link.report_serving()
+    await stop.requested.wait()
+    # Health checks say NOT_SERVING from now on; the listener closes and new calls are
+    # refused; calls running get the rest of the drain timeout, then are cancelled (their
+    # cleanup runs) before stop() returns.
+    await server.health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+    await server.stop(stop.remaining())
     services.close()
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     settings = settings_from_worker_env()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(_serve(settings, int(os.environ["_FLYWHEEL_PARENT_PID"])))
+    asyncio.run(_serve(settings))
 
 
 if __name__ == "__main__":
