@@ -28,8 +28,11 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flywheel.bazel.reapi import bs_grpc, bs_pb2, re_grpc, re_pb2
+from flywheel.bazel.reapi import bs_pb2, re_pb2
+from flywheel.bazel.reapi_grpc import bs_grpc, re_grpc
 from flywheel.nix.base32 import encode as b32
+from tests.support.clientenv import Client, client_command
+from tests.support.nixenv import Nix
 from tests.support.server import FlywheelServer
 
 DRAIN = 3.0
@@ -458,3 +461,43 @@ def test_children_end_when_the_supervisor_is_killed(make_server: Make) -> None:
     os.kill(srv.proc.pid, signal.SIGKILL)
     _wait_for("every child has ended", lambda: not _living(children), 5, srv.log)
 
+
+# ---------------------------------------------------------------- watch-store
+
+
+def test_watch_store_ends_at_once_on_a_second_signal(make_server: Make, nix: Nix,
+                                                     tmp_path: Path) -> None:
+    """The first signal pushes what is queued; when that push hangs on a server that stopped
+    reading, a second signal ends the command at once, with the NAR dump that fed it."""
+    srv = make_server().start()
+    client = Client(tmp_path / "client")
+    client.login(srv, srv.admin_token)
+    output = tmp_path / "watch-store.log"
+    with output.open("wb") as sink:  # a file, as a pipe nobody reads would block it
+        watcher = subprocess.Popen([*client_command(), "watch-store", "main"],
+                                   env=client.env, stdout=sink, stderr=sink)
+    workers = [_child_pid(srv, "flywheel.server.http_worker", str(i)) for i in (1, 2)]
+    try:
+        _wait_for("watch-store watches", lambda: b"watching" in output.read_bytes())
+        big = tmp_path / f"big-{os.urandom(4).hex()}"
+        big.write_bytes(os.urandom(128 << 20))
+        path = nix.run("nix-store", "--add", str(big)).stdout.strip()
+        _wait_for("the upload streams", lambda: bool(_upload_files(srv)), 60, srv.log)
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        watcher.send_signal(signal.SIGTERM)
+        _wait_for("watch-store flushes", lambda: b"stopping" in output.read_bytes())
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(timeout=2) == -signal.SIGTERM, output.read_text()
+
+        def dumping() -> bool:
+            return any(f"--dump\0{path}".encode() in _cmdline(pid) for pid in _all_pids())
+
+        _wait_for("the NAR dump has ended", lambda: not dumping(), 5)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    srv.stop()

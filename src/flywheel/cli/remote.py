@@ -30,7 +30,7 @@ from flywheel.client.push import push_paths
 from flywheel.client.storedb import StoreDb, default_db
 from flywheel.client.summary import PushSummary
 from flywheel.client.use import configure_nix, default_netrc, nix_conf_path
-from flywheel.client.watch import StoreWatcher
+from flywheel.client.watch import StoreWatcher, abort_at_once
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -187,7 +187,7 @@ def watch_store(
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
-            raise KeyboardInterrupt
+            abort_at_once(signum)
         stop.set()
         err.print("stopping: pushing what is queued (signal again to abort)")
 

@@ -4,10 +4,12 @@ told to stop; then push what is still queued and return the totals."""
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from flywheel.client.errors import ClientError
 from flywheel.client.storedb import StoreDb
@@ -17,6 +19,17 @@ POLL_SECONDS = 0.5
 QUIET_SECONDS = 1.0     # a build registers its outputs in a burst; push once it settles
 MAX_WAIT_SECONDS = 10.0  # but never sit on paths for long during a long busy stretch
 RETRY_SECONDS = 5.0
+
+
+def abort_at_once(signum: int) -> NoReturn:
+    """End the process now, by the signal's own default action, for a second stop signal.
+
+    Unwinding would wait for the uploads in flight, and one blocked on a server that stopped
+    reading holds its thread for the whole write timeout (minutes). The ``nix-store --dump``
+    processes feeding uploads see their pipe close and end on their next write."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+    os._exit(128 + signum)  # not reached: the default action of SIGINT and SIGTERM ends us
 
 
 def wanted(path: str) -> bool:
