@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ from rich.table import Table
 from bench.clients import Timed
 
 if TYPE_CHECKING:
+    from bench.latency import LatencyRow
     from bench.push_memory import PushMemory, PushRun
 
 
@@ -129,7 +131,8 @@ def _status(met: bool | None) -> str:
     return {True: "[green]met[/]", False: "[red]missed[/]", None: "—"}[met]
 
 
-def table(rows: list[Row], memory: list[MemoryRow], title: str) -> Table:
+def table(rows: list[Row], memory: list[MemoryRow], title: str,
+          latency: Sequence[LatencyRow] = ()) -> Table:
     t = Table(title=title, title_justify="left")
     for col, justify in (("workload", "left"), ("GloriousFlywheel", "right"),
                          ("reference", "right"), ("ratio (median)", "right"),
@@ -145,10 +148,14 @@ def table(rows: list[Row], memory: list[MemoryRow], title: str) -> Table:
         t.add_row(mem.label, mem.describe(mem.flywheel),
                   f"nginx: {mem.describe(mem.nginx)}", "", "",
                   f"≤ {mem.target_mib:g} MiB" if mem.target_mib else "—", _status(mem.met))
+    for lat in latency:
+        t.add_row(lat.label, lat.describe(lat.loaded), f"idle: {lat.describe(lat.idle)}", "",
+                  "", f"p99 ≤ {lat.target_p99_ms:g} ms", _status(lat.met))
     return t
 
 
-def markdown(rows: list[Row], memory: list[MemoryRow]) -> str:
+def markdown(rows: list[Row], memory: list[MemoryRow],
+             latency: Sequence[LatencyRow] = ()) -> str:
     out = ["| workload | GloriousFlywheel | reference | ratio (median) | spread | target | |",
            "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -163,6 +170,10 @@ def markdown(rows: list[Row], memory: list[MemoryRow]) -> str:
                    f"nginx: {mem.describe(mem.nginx)} | | | ≤ {mem.target_mib:g} MiB | "
                    f"{ {True: 'met', False: 'missed', None: ''}[mem.met]} |"
                    if fw is not None and ng is not None else f"| {mem.label} | — | — | | | | |")
+    for lat in latency:
+        out.append(f"| {lat.label} | {lat.describe(lat.loaded)} | idle: "
+                   f"{lat.describe(lat.idle)} | | | p99 ≤ {lat.target_p99_ms:g} ms | "
+                   f"{ {True: 'met', False: 'missed', None: ''}[lat.met]} |")
     return "\n".join(out)
 
 

@@ -32,13 +32,13 @@ sys.path.insert(0, str(REPO))
 
 from rich.console import Console  # noqa: E402
 
-from bench import bazel_ws, clients, closure, push_memory, report  # noqa: E402
+from bench import bazel_ws, clients, closure, latency, push_memory, report  # noqa: E402
 from bench.clients import Timed  # noqa: E402
 from bench.report import MemoryRow, Row  # noqa: E402
 from bench.servers import BuildGrid, Flywheel, MemoryWatch, Nginx, buildgrid_venv  # noqa: E402
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-WORKLOADS = ("narinfo", "nar", "subst", "bazel", "upload", "push-memory")
+WORKLOADS = ("narinfo", "nar", "subst", "bazel", "upload", "latency-upload", "push-memory")
 STANDALONE = {"push-memory"}  # needs neither the closure nor the shared servers
 
 
@@ -48,10 +48,17 @@ def log(msg: str) -> None:
 
 def interleave(row: Row, runs: int, fa: Callable[[int], Timed], fb: Callable[[int], Timed]
                ) -> Row:
+    """A B, then B A, then A B ...: drift on a shared machine (caches warming, a neighbour
+    starting) falls on both sides alike."""
     for r in range(runs):
-        a = fa(r)
+        if r % 2 == 0:
+            a = fa(r)
+            b = fb(r)
+        else:
+            b = fb(r)
+            a = fa(r)
+        a.detail["went_first"], b.detail["went_first"] = r % 2 == 0, r % 2 == 1
         row.a.append(a)
-        b = fb(r)
         row.b.append(b)
         log(f"{row.label} [{r + 1}/{runs}]: {row.a_name} {a.seconds:.3f} s, "
             f"{row.b_name} {b.seconds:.3f} s → {a.seconds / b.seconds:.2f}×")
@@ -65,6 +72,7 @@ class Bench:
         self.work = self.results / "work"
         self.rows: list[Row] = []
         self.memory: list[MemoryRow] = []
+        self.latency: list[latency.LatencyRow] = []
         self.notes: list[str] = []
         self.info: dict[str, object] = {}
         self.fw: Flywheel | None = None
@@ -94,7 +102,7 @@ class Bench:
             "upload": (self.work / "nginx-upload", True),
             "bazel": (self.work / "nginx-bazel", True),
         }).start()
-        log(f"nginx (2 workers) on {self.nginx.url('cache')} (file:// cache), "
+        log(f"nginx ({self.nginx.workers} workers) on {self.nginx.url('cache')} (file:// cache), "
             f"{self.nginx.url('upload')} (WebDAV), {self.nginx.url('bazel')} (WebDAV)")
         fw = Flywheel(self.work / "flywheel-data").start()
         log(f"flywheel serve --workers {fw.workers} on {fw.url}, gRPC {fw.grpc_url}; "
@@ -259,7 +267,11 @@ class Bench:
             peer = Row("bazel_buildgrid", "Bazel cached build, gRPC vs BuildGrid",
                        "flywheel gRPC", "BuildGrid", None)
             for r in range(self.args.runs):
-                a, b, g = timed("flywheel-http"), timed("nginx"), timed("flywheel-grpc")
+                # Every round in another order, so no column always goes first.
+                order = ["flywheel-http", "nginx", "flywheel-grpc"]
+                order = order[r % 3:] + order[:r % 3]
+                got = {k: timed(k) for k in (order if r % 2 == 0 else order[::-1])}
+                a, b, g = got["flywheel-http"], got["nginx"], got["flywheel-grpc"]
                 http.a.append(a)
                 http.b.append(b)
                 grpc.a.append(g)
@@ -321,6 +333,19 @@ class Bench:
                     "before the clock) vs an emptied WebDAV root")
         self.rows.append(row)
         self.memory.append(mem)
+
+    def latency_upload(self) -> None:
+        assert self.fw
+        # One worker, so the upload and the lookups share one event loop; the read server
+        # is stopped meanwhile (both would use the data directory's run state).
+        self.fw.stop()
+        try:
+            self.latency.append(latency.run(
+                self.fw.data_dir, self.closure.hashes, self.work, self.results,
+                self.args.push_size_mib * closure.MiB, self.args.seed, self.args.runs,
+                self.args.duration, log))
+        finally:
+            self.fw = Flywheel(self.fw.data_dir).start()
 
     def push_memory(self) -> None:
         self.push = push_memory.run(self.results, self.work, self.args.push_size_mib * closure.MiB,
@@ -409,9 +434,9 @@ def main() -> int:
     title = (f"GloriousFlywheel / nginx, wall-time ratios (lower is better), median of "
              f"{args.runs} interleaved runs; closure "
              + (f"{len(c.paths)} paths, {c.nar_bytes / closure.MiB:.0f} MiB NAR" if c else "?"))
-    if bench.rows or bench.memory:
-        console.print(report.table(bench.rows, bench.memory, title))
-    for r in bench.rows:
+    if bench.rows or bench.memory or bench.latency:
+        console.print(report.table(bench.rows, bench.memory, title, bench.latency))
+    for r in [*bench.rows, *bench.latency]:
         if r.note:
             console.print(f"[dim]{r.label}: {r.note}[/]")
     for n in bench.notes:
@@ -428,9 +453,11 @@ def main() -> int:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "info": bench.info, "rows": [r.as_dict() for r in bench.rows],
         "memory": [m.as_dict() for m in bench.memory], "notes": bench.notes,
+        "latency": [x.as_dict() for x in bench.latency],
         "push_memory": bench.push.as_dict() if bench.push else None,
         "markdown": "\n\n".join(
-            ([report.markdown(bench.rows, bench.memory)] if bench.rows or bench.memory else [])
+            ([report.markdown(bench.rows, bench.memory, bench.latency)]
+             if bench.rows or bench.memory or bench.latency else [])
             + ([report.push_markdown(bench.push)] if bench.push else [])),
         "elapsed_seconds": elapsed, "failed": failed or ("; ".join(violations) or None),
     }

@@ -19,6 +19,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
+# Both servers get the same number of worker processes, whatever the machine.
+SERVER_WORKERS = os.cpu_count() or 1
 
 
 def free_port() -> int:
@@ -181,7 +183,7 @@ class Flywheel:
     """``flywheel serve`` as recommended for one machine: a worker per CPU."""
 
     data_dir: Path
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=lambda: SERVER_WORKERS)
     port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -258,12 +260,13 @@ _DAV = """
 
 @dataclass
 class Nginx:
-    """nginx as one would run it in front of a file:// cache: 2 workers, sendfile, no
-    access log, long keep-alive; WebDAV PUT on the upload and Bazel sites."""
+    """nginx as one would run it in front of a file:// cache: a worker per CPU (as many as
+    flywheel gets), sendfile, no access log, long keep-alive; WebDAV PUT on the upload and
+    Bazel sites."""
 
     directory: Path
     sites: dict[str, tuple[Path, bool]]  # name -> (root, WebDAV PUT)
-    workers: int = 2
+    workers: int = field(default_factory=lambda: SERVER_WORKERS)
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
