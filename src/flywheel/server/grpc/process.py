@@ -23,19 +23,20 @@ async def _serve(settings: Settings) -> None:
     from flywheel.server.grpc.server import SERVICES, build_server
 
     services = Services.open(settings, migrate_schema=False)
-    server = build_server(services)
+    built = build_server(services)
+    server = built.server
     host, port = settings.grpc_host_port
     server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     await server.start()
     for name in ("", *SERVICES):
-        await server.health.set(name, health_pb2.HealthCheckResponse.SERVING)  # type: ignore[attr-defined]
+        await built.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC on %s:%d", host, port)
     link.report_serving()
     await stop.requested.wait()
     # Health checks say NOT_SERVING from now on; the listener closes and new calls are
     # refused; calls running get the rest of the drain timeout, then are cancelled (their
     # cleanup runs) before stop() returns.
-    await server.health.enter_graceful_shutdown()  # type: ignore[attr-defined]
+    await built.health.enter_graceful_shutdown()
     await server.stop(stop.remaining())
     services.close()
 
