@@ -1,0 +1,1 @@
+"""The operator plane: dashboard pages, audit, webhooks, forges, GitOps, statistics."""
