@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from flywheel import __version__
-from flywheel.cli import cache, fleet, remote, runner, token
+from flywheel.cli import cache, fleet, remote, runner, state, token
 from flywheel.cli.fsck import fsck
 from flywheel.cli.serve import serve
 
@@ -17,6 +17,7 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(token.app, name="token")
 app.add_typer(fleet.app, name="fleet")
 app.add_typer(runner.app, name="runner")
+app.add_typer(state.app, name="state")
 remote.register(app)
 
 
