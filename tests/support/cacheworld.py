@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from flywheel.bazel.digests import Digest
@@ -29,9 +30,18 @@ class Clock:
         self.now += ms
 
 
+def sqlite_database(root: Path) -> str:
+    return f"sqlite:///{root / 'db.sqlite'}"
+
+
+# Where a World keeps its metadata; the PostgreSQL run of the domain tests
+# (tests/scaleout/test_domain_postgres.py) points it at a fresh PostgreSQL database.
+database_for: Callable[[Path], str] = sqlite_database
+
+
 class World:
     def __init__(self, root: Path, max_size: int | None = None, max_refs: int = 1000) -> None:
-        engine = make_engine(f"sqlite:///{root / 'db.sqlite'}")
+        engine = make_engine(database_for(root))
         migrate(engine)
         self.db = Database(engine)
         self.blobs = LocalBlobStore(root)

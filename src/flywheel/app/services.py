@@ -22,17 +22,18 @@ from flywheel.cache.nix.nars import NarStore
 from flywheel.cache.nix.paths import PathService
 from flywheel.cache.nix.verify import NarLimits
 from flywheel.cache.tenancy import CacheService
-from flywheel.db.engine import Database, make_engine, migrate
+from flywheel.db.engine import Database, ensure_schema, make_engine
+from flywheel.db.shared import is_shared, shared_secret
 from flywheel.state.crypto import StateCipher
 from flywheel.state.store import StateStore
-from flywheel.storage.local import LocalBlobStore
+from flywheel.storage import BlobStore, open_blob_store
 
 
 @dataclass
 class Services:
     settings: Settings
     db: Database
-    blobs: LocalBlobStore
+    blobs: BlobStore
     caches: CacheService
     paths: PathService
     cas: CasStore
@@ -48,9 +49,13 @@ class Services:
         make_private(settings.data_dir)
         engine = make_engine(settings.resolved_database_url)
         if migrate_schema:
-            migrate(engine)
+            ensure_schema(engine)
         db = Database(engine)
-        blobs = LocalBlobStore(settings.data_dir.absolute())
+        storage = settings.storage
+        blobs = open_blob_store(settings.data_dir.absolute(), storage.url,
+                                s3_endpoint=storage.s3_endpoint, s3_region=storage.s3_region,
+                                credentials_file=storage.credentials_file,
+                                multipart_size=storage.multipart_size)
         host = settings.base_url.split("://", 1)[1].split("/", 1)[0].split(":")[0]
         local = host in ("127.0.0.1", "localhost", "[::1]")
         caches = CacheService(db, socket.gethostname() if local else host)
@@ -60,7 +65,10 @@ class Services:
         cas = CasStore(db, blobs, bound)
         action_cache = ActionCache(db, blobs, cas, bound, settings.bazel.max_action_refs)
         caches.on_destroy.append(action_cache.release)
-        signer = TokenSigner(load_or_create_token_secret(settings.data_dir))
+        token_secret = load_or_create_token_secret(settings.data_dir)
+        if is_shared(db):
+            token_secret = shared_secret(db, "token-secret", token_secret)
+        signer = TokenSigner(token_secret)
         tokens = TokenRegistry(db)
         state = StateStore(db, StateCipher(load_or_create_state_key(settings.data_dir)),
                            retention=settings.state.retention,

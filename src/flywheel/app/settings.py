@@ -105,6 +105,53 @@ class StateSettings(_Section):
     max_size: Size = Field(default=64 << 20, ge=1 << 10, le=1 << 30)
 
 
+class StorageSettings(_Section):
+    """``[storage]``: where content (NARs, chunks, CAS blobs) is kept."""
+
+    # s3://BUCKET/PREFIX: an S3-compatible bucket shared by every replica. Unset: files
+    # under the data dir.
+    url: str | None = None
+    # The bucket's server when it is not AWS (MinIO, SeaweedFS), e.g. http://minio:9000.
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    # Keys in the AWS shared-credentials format; unset: the usual AWS_* variables.
+    credentials_file: Path | None = None
+    # Uploads past this size stream to the bucket as multipart uploads.
+    multipart_size: Size = Field(default=16 << 20, ge=5 << 20, le=5 << 30)
+    # Seconds a presigned URL stays valid when NAR downloads are answered with a redirect to
+    # the bucket; 0 streams them through the server.
+    redirect_ttl: int = Field(default=0, ge=0, le=7 * 86400)
+    # NARs at least this large are stored as content-defined chunks (deduplicated between
+    # NARs, zstd-compressed); unset: never.
+    chunk_nars_from: Size | None = None
+    # The average chunk (FastCDC's target; chunks range from a quarter to four times it).
+    chunk_size: Size = Field(default=256 << 10, ge=1 << 10, le=4 << 20)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/\S*)?", v):
+            raise ValueError(f"storage url must be s3://BUCKET[/PREFIX], got {v!r}")
+        return v
+
+    @field_validator("s3_endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^\s/]+/?", v):
+            raise ValueError(f"s3 endpoint must be an http(s) URL of a server, got {v!r}")
+        return v.rstrip("/") if v else v
+
+
+class GcSettings(_Section):
+    """``[gc]``: garbage collection (``flywheel gc``, ``flywheel serve --role gc``)."""
+
+    # Seconds between collections when running as the gc role.
+    interval: int = Field(default=3600, ge=1)
+    # Content younger than this (seconds) is never collected: its upload may be in flight,
+    # or its narinfo yet to follow.
+    grace: int = Field(default=3600, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
 
@@ -123,6 +170,8 @@ class Settings(BaseSettings):
     drain_timeout: float = Field(default=25.0, ge=0, le=3600)
     cache: CacheSettings = CacheSettings()
     bazel: BazelSettings = BazelSettings()
+    storage: StorageSettings = StorageSettings()
+    gc: GcSettings = GcSettings()
     state: StateSettings = StateSettings()
 
     @field_validator("log_level")

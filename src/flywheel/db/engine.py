@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -39,14 +39,29 @@ def _sqlite_begin(conn: Connection) -> None:
                          else "BEGIN")
 
 
+def driver_url(url: str) -> str:
+    """``postgresql://`` (as libpq and every PostgreSQL tool write it) goes through psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url.removeprefix(prefix)
+    return url
+
+
 def make_engine(url: str) -> Engine:
+    url = driver_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False},
                                pool_size=8, max_overflow=16)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16)
+    # SQLAlchemy's pool keeps connections per process; pre-ping replaces one a database
+    # restart broke before a request sees it.
+    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=16,
+                         pool_recycle=1800,
+                         # An INSERT ... ON CONFLICT DO NOTHING tells by its row count
+                         # whether it inserted; psycopg reports it only when asked to.
+                         execution_options={"preserve_rowcount": True})
 
 
 class Database:
@@ -77,6 +92,27 @@ class Database:
         self.engine.dispose()
 
 
+def lock(conn: Connection, *names: str) -> None:
+    """Hold ``names`` until the write transaction ends, against every process and replica.
+
+    SQLite's write transactions already exclude each other, so there is nothing to take.
+    PostgreSQL has no global write lock: a transaction that must not interleave with another
+    over the same content (placing bytes and recording them, deleting them with their row)
+    takes an advisory lock per name, in a fixed order so two transactions never deadlock."""
+    if conn.dialect.name != "postgresql":
+        return
+    for name in sorted(set(names)):
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:n, 0))"), {"n": name})
+
+
+def try_lock(conn: Connection, name: str) -> bool:
+    """Take ``name`` (as ``lock``) if nobody holds it; False at once otherwise."""
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(hashtextextended(:n, 0))"),
+                             {"n": name}).scalar())
+
+
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
     try:
@@ -95,13 +131,65 @@ def insert_ignore(conn: Connection, table: Table) -> Insert:
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
-def migrate(engine: Engine) -> None:
-    # Imported here: only the process that migrates needs Alembic in memory.
-    from alembic import command
+class SchemaOutOfDate(Exception):
+    """The database was made by an older version; ``flywheel db upgrade`` brings it up."""
+
+
+def _alembic_config(conn: Connection | None = None) -> Any:
+    # Imported here: only a process that checks or migrates needs Alembic in memory.
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    if conn is not None:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _migration_lock(conn: Connection) -> None:
+    # Replicas starting together on an empty database: one creates the schema, the others
+    # wait and then find it current.
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('flywheel-migrate', 0))"))
+
+
+def migrate(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the newest revision; returns (revision before, revision now)."""
+    from alembic import command
+
+    with engine.begin() as conn:
+        _migration_lock(conn)
+        before = current_revision(conn)
+        command.upgrade(_alembic_config(conn), "head")
+        return before, head_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database (a first start); refuse one made by an older
+    version, whose upgrade is an operator's decision: with replicas sharing the database,
+    the others may still run the old code."""
+    with engine.begin() as conn:
+        _migration_lock(conn)
+        current = current_revision(conn)
+        head = head_revision()
+        if current == head:
+            return
+        if current is not None:
+            raise SchemaOutOfDate(
+                f"the database schema is at revision {current}, this version needs {head}: "
+                "run `flywheel db upgrade` (with the same --database-url or --data-dir)")
+    migrate(engine)

@@ -37,6 +37,8 @@ caches = Table(
     Column("upstream_cache_key_names", Text, nullable=False),
     Column("retention_period", BigInteger, nullable=True),
     Column("created_at", BigInteger, nullable=False),
+    # Pull-through upstreams: a JSON list of {"url", "public_key"}, tried in order on a miss.
+    Column("upstreams", Text, nullable=False, server_default="[]"),
 )
 
 # One row per stored NAR file, named by the hash of its (possibly compressed) bytes, as the
@@ -55,6 +57,9 @@ nars = Table(
     # Set when the stored bytes were found missing or short; a verified upload of the same
     # file clears it. Paths whose NAR is broken are not served.
     Column("broken_at", BigInteger, nullable=True),
+    # Stored as content-defined chunks (``nar_chunks``) rather than one blob; always the
+    # uncompressed NAR, so its file hash is its NAR hash.
+    Column("chunked", Boolean, nullable=False, server_default=text("false")),
     Index("ix_nars_nar_hash", "nar_hash"),
     # One stored copy per NAR, even when two compressions of it race in.
     Index("uq_nars_canonical", "nar_hash", unique=True,
@@ -81,13 +86,17 @@ objects = Table(
     Column("narinfo", Text, nullable=False),
     Column("signed_by", String(255), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Last time a client asked for the narinfo (at minute resolution), for retention.
+    Column("accessed_at", BigInteger, nullable=False, server_default="0"),
     UniqueConstraint("cache_id", "store_path_hash", name="uq_objects_cache_path"),
     Index("ix_objects_nar_file", "nar_file", "cache_id"),
+    Index("ix_objects_accessed_at", "cache_id", "accessed_at"),
 )
 
 # NAR files uploaded to a cache, which its narinfos may then name. Bytes are stored once for
 # all caches, but a cache holds a file only through its own upload (or a narinfo of its own
-# naming it): a hash alone never adds content to a cache.
+# naming it): a hash alone never adds content to a cache. ``created_at`` is the latest
+# upload, so garbage collection leaves a NAR alone while its narinfo may still follow.
 cache_nars = Table(
     "cache_nars",
     metadata,
@@ -157,10 +166,54 @@ ac_entries = Table(
 )
 
 # Running total of Bazel bytes, kept in the same transactions that add and evict, so the
-# size bound is checked without summing every row.
+# size bound is checked without summing every row. The total is the sum of a few shard rows:
+# each write adds to one of them, so writers on several replicas never queue for one row.
 bazel_usage = Table(
     "bazel_usage",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("bytes", BigInteger, nullable=False),
+    # What this shard may count without taking the bound's lock (see cache.bazel.size_bound).
+    Column("reserved", BigInteger, nullable=False, server_default="0"),
+)
+
+# Content-defined chunks of large NARs, stored once by the hash of their bytes, compressed.
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("stored_size", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# A chunked NAR is its chunks in order.
+nar_chunks = Table(
+    "nar_chunks",
+    metadata,
+    Column("file_hash", String(64), ForeignKey("nars.file_hash", ondelete="CASCADE"),
+           primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("chunk_hash", String(64), ForeignKey("chunks.hash"), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Index("ix_nar_chunks_chunk_hash", "chunk_hash"),
+)
+
+# Store paths whose closure garbage collection keeps, whatever the retention says.
+pins = Table(
+    "pins",
+    metadata,
+    Column("cache_id", Integer, ForeignKey("caches.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("store_path_hash", String(32), nullable=False),
+    Column("store_path", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Secrets every replica must share (the token-signing secret), when the database is shared.
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

@@ -74,8 +74,20 @@ class LocalBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
+    def describe(self) -> str:
+        return f"files in {self.root}"
+
     def writer(self) -> LocalBlobWriter:
         return LocalBlobWriter(self)
+
+    def put(self, key: str, data: bytes) -> None:
+        writer = self.writer()
+        try:
+            writer.write(data)
+            writer.finish()
+            writer.place(key)
+        finally:
+            writer.close()
 
     def size(self, key: str) -> int | None:
         try:
@@ -101,18 +113,22 @@ class LocalBlobStore:
         return f"{self._root_str}/{head}/{name[:2]}/{name}" if head else \
             f"{self._root_str}/{name[:2]}/{name}"
 
+    def url(self, key: str, expires_seconds: int) -> None:
+        return None
+
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError), storage_faults("deleting content"):
             os.unlink(self.local_path(key))
 
-    def iter_keys(self) -> Iterator[str]:
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
         for dirpath, _dirs, files in os.walk(self.root):
             rel = Path(dirpath).relative_to(self.root)
             # drop the fan-out level to recover the key's own prefix
-            prefix = rel.parent.as_posix() if rel.parent != Path(".") else ""
+            head = rel.parent.as_posix() if rel.parent != Path(".") else ""
             for name in files:
-                if not name.startswith("."):
-                    yield f"{prefix}/{name}" if prefix else name
+                key = f"{head}/{name}" if head else name
+                if not name.startswith(".") and key.startswith(prefix):
+                    yield key
 
     def stale_uploads(self, older_than: float) -> Iterator[str]:
         cutoff = time.time() - older_than

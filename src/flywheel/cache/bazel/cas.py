@@ -17,10 +17,10 @@ from typing import BinaryIO
 from sqlalchemy import Connection, bindparam, delete, exists, select, update
 
 from flywheel.bazel.digests import EMPTY_SHA256, MAX_BLOB_SIZE, Digest
-from flywheel.cache.bazel.size_bound import SizeBound, cas_key
+from flywheel.cache.bazel.size_bound import SizeBound, cas_key, cas_lock
 from flywheel.cache.tenancy import Cache
 from flywheel.codecs import CodecError, StreamDecoder
-from flywheel.db.engine import Database, insert_ignore
+from flywheel.db.engine import Database, insert_ignore, lock
 from flywheel.db.schema import caches, cas_blobs, cas_members
 from flywheel.errors import Invalid, StorageFull, Unavailable
 from flywheel.storage.base import BlobStore
@@ -194,6 +194,8 @@ class CasStore:
                 not any(readable(name, bool(public)) for name, public in holders):
             return False
         with self._db.write() as conn:
+            # Deletions hold this lock with the row gone: a row seen here keeps its bytes.
+            lock(conn, cas_lock(digest.hash))
             if conn.execute(select(cas_blobs.c.hash)
                             .where(cas_blobs.c.hash == digest.hash)).first() is None:
                 return False
@@ -254,6 +256,7 @@ class CasStore:
             with self._db.write() as conn:
                 # Blobs are deleted only under this lock with their row gone, so a blob seen
                 # here stays for the row written below.
+                lock(conn, cas_lock(digest.hash))
                 if not self._intact(digest):
                     continue
                 known = conn.execute(select(cas_blobs.c.size)
@@ -274,6 +277,7 @@ class CasStore:
             log.error("CAS blob %s is missing or short in storage; forgotten until uploaded "
                       "again", h)
         with self._db.write() as conn:
+            lock(conn, *(cas_lock(h) for h in hashes))
             for chunk in _chunks(list(hashes)):
                 for h, size in conn.execute(select(cas_blobs.c.hash, cas_blobs.c.size)
                                             .where(cas_blobs.c.hash.in_(chunk))).all():

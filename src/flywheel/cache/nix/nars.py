@@ -17,8 +17,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from flywheel.cache.nix.narinfos import signed_narinfo
 from flywheel.cache.nix.verify import COMPRESSION_EXTENSIONS, NarFileVerifier, NarLimits
-from flywheel.db.engine import Database
-from flywheel.db.schema import caches, nars, objects
+from flywheel.db.engine import Database, insert_ignore, lock
+from flywheel.db.schema import cache_nars, caches, nars, objects
 from flywheel.errors import Invalid, Unavailable
 from flywheel.nix import narinfo as narinfo_codec
 from flywheel.nix.base32 import encode as b32encode
@@ -37,6 +37,12 @@ _NAR_COLUMNS = (nars.c.file_hash, nars.c.compression, nars.c.file_size, nars.c.n
 
 def nar_blob_key(file_hash: str) -> str:
     return f"nar/{file_hash}"
+
+
+def nar_locks(nar_hash: str, *file_hashes: str) -> tuple[str, ...]:
+    """What a transaction holds while it records or deletes a NAR's bytes: the NAR (one
+    stored copy per NAR) and each file's key (orphaned files are deleted by key)."""
+    return (f"nar:{nar_hash}", *(f"blob:{nar_blob_key(fh)}" for fh in file_hashes))
 
 
 def nar_url(file_hash: str, compression: str) -> str:
@@ -86,9 +92,11 @@ class NarStore:
     def writer(self) -> BlobWriter:
         return self._blobs.writer()
 
-    def ingest(self, file_name: str, chunks: Iterable[bytes]) -> NarFile:
-        """Store a NAR file named by the hash of its bytes. Returns the canonical file now
-        holding the NAR (this one, or an earlier upload of it in any compression)."""
+    def ingest(self, file_name: str, chunks: Iterable[bytes],
+               holder: int | None = None) -> NarFile:
+        """Store a NAR file named by the hash of its bytes, held from now on by the cache
+        ``holder``. Returns the canonical file now holding the NAR (this one, or an earlier
+        upload of it in any compression)."""
         expected, compression = parse_nar_file_name(file_name)
         writer = self._blobs.writer()
         try:
@@ -97,44 +105,63 @@ class NarStore:
                 raise Invalid(f"NAR file hash is {nar.file_hash}, but its name says "
                               f"{expected}: the upload is corrupt or truncated")
             writer.finish()
-            return self.record(nar, writer)
+            return self.record(nar, writer, holder)
         finally:
             writer.close()
 
-    def record(self, nar: NarFile, writer: BlobWriter) -> NarFile:
-        """Record a verified file whose bytes ``writer`` holds. Its bytes are placed unless an
-        intact copy of the NAR is already stored; a damaged copy (lost or short on disk) is
-        replaced by these bytes, and paths that named it are re-pointed. Returns the
-        canonical file."""
+    def record(self, nar: NarFile, writer: BlobWriter, holder: int | None = None) -> NarFile:
+        """Record a verified file whose bytes ``writer`` holds, held by the cache ``holder``
+        from the same transaction on (so garbage collection cannot take what the upload
+        just deduplicated against). Its bytes are placed unless an intact copy of the NAR
+        is already stored; a damaged copy (lost or short in storage) is replaced by these
+        bytes, and paths that named it are re-pointed. Returns the canonical file."""
         for _ in range(_PLACE_ATTEMPTS):
             with self._db.read() as conn:
                 canonical = _canonical(conn, nar.nar_hash)
-            if canonical is not None and self._intact(canonical):
-                if canonical.file_hash != nar.file_hash:
-                    with self._db.write() as conn:
-                        _insert_alias(conn, nar, canonical.file_hash)
-                return canonical
-            key = nar_blob_key(nar.file_hash)
-            writer.place(key)
-            with self._db.write() as conn:
-                # Deletions of unrecorded content happen under this same lock, so once the
-                # placed file is seen here, the row keeps it.
-                if self._blobs.size(key) != nar.file_size:
-                    continue
-                canonical = _canonical(conn, nar.nar_hash)
+            if canonical is None or not self._intact(canonical):
+                writer.place(nar_blob_key(nar.file_hash))
+            kept = self._commit(nar, holder)
+            if kept is not None:
+                return kept
+        raise Unavailable("the upload could not be stored because storage changed under "
+                          "it; try again")
+
+    def _commit(self, nar: NarFile, holder: int | None) -> NarFile | None:
+        """Record ``nar`` (or the intact copy it duplicates); None when the bytes this needs
+        were deleted meanwhile, so the caller places them again."""
+        with self._db.write() as conn:
+            # Deletions take the same locks with the row gone, so bytes seen here stay for
+            # the rows written below.
+            lock(conn, *nar_locks(nar.nar_hash, nar.file_hash))
+            canonical = _canonical(conn, nar.nar_hash)
+            if canonical is not None and canonical.file_hash != nar.file_hash and \
+                    self._intact(canonical):
+                _insert_alias(conn, nar, canonical.file_hash)
+                kept = canonical
+            elif self._blobs.size(nar_blob_key(nar.file_hash)) != nar.file_size:
+                return None
+            else:
                 if canonical is None:
                     _insert_canonical(conn, nar)
                 elif canonical.file_hash == nar.file_hash:
                     conn.execute(update(nars).where(nars.c.file_hash == nar.file_hash)
                                  .values(broken_at=None))
-                elif self._intact(canonical):
-                    _insert_alias(conn, nar, canonical.file_hash)
-                    return canonical
                 else:
                     self._replace_canonical(conn, canonical, nar)
-            return nar
-        raise Unavailable("the upload could not be stored because storage changed under "
-                          "it; try again")
+                kept = nar
+            if holder is not None:
+                hold(conn, holder, kept.file_hash)
+            return kept
+
+    def hold(self, holder: int, nar: NarFile) -> bool:
+        """Mark the NAR as just uploaded to the cache ``holder`` (its narinfo may follow);
+        False if it is no longer stored."""
+        with self._db.write() as conn:
+            lock(conn, *nar_locks(nar.nar_hash))
+            if _canonical(conn, nar.nar_hash) != nar:
+                return False
+            hold(conn, holder, nar.file_hash)
+            return True
 
     def _intact(self, nar: NarFile) -> bool:
         return self._blobs.size(nar_blob_key(nar.file_hash)) == nar.file_size
@@ -193,6 +220,16 @@ class NarStore:
 
     def stored_size(self, nar: NarFile) -> int | None:
         return self._blobs.size(nar_blob_key(nar.file_hash))
+
+
+def hold(conn: Connection, cache_id: int, file_hash: str) -> None:
+    """The cache holds the file from now on; the time says when it last uploaded it."""
+    now = int(time.time())
+    if not conn.execute(update(cache_nars).where(cache_nars.c.cache_id == cache_id,
+                                                 cache_nars.c.file_hash == file_hash)
+                        .values(created_at=now)).rowcount:
+        conn.execute(insert_ignore(conn, cache_nars).values(
+            cache_id=cache_id, file_hash=file_hash, created_at=now))
 
 
 def _canonical(conn: Connection, nar_hash: str) -> NarFile | None:

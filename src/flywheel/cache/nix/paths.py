@@ -129,10 +129,7 @@ class PathService:
     def put_nar(self, cache: Cache, file_name: str, chunks: Iterable[bytes]) -> NarFile:
         """Store an uploaded NAR file (verified while it streams); the cache holds it from
         now on, so its narinfo may follow."""
-        kept = self.nars.ingest(file_name, chunks)
-        with self._db.write() as conn:
-            _hold(conn, cache, kept.file_hash)
-        return kept
+        return self.nars.ingest(file_name, chunks, cache.id)
 
     def put_narinfo(self, cache: Cache, hash_part: str, text: bytes,
                     readable: Readable) -> bool:
@@ -196,8 +193,10 @@ class PathService:
         """Attic's upload: an uncompressed NAR plus its metadata, verified against each
         other while it streams and stored zstd-compressed."""
         known = self.nars.canonical_for(info.nar_hash.to_base32())
-        if known is not None and self._possessed(cache, known.file_hash, readable):
-            # The caller may read a copy already: verify the bytes, keep none of them.
+        if known is not None and self._possessed(cache, known.file_hash, readable) and \
+                self.nars.hold(cache.id, known):
+            # The caller may read a copy already (held for this cache from now on, so
+            # garbage collection leaves it): verify the bytes, keep none of them.
             _check_sent(info, self.nars.verify("none", chunks))
             self._add_object(cache, info, known)
             return UploadOutcome(True, known.file_size)
@@ -210,11 +209,9 @@ class PathService:
             writer.finish()
             nar = NarFile(b32encode(compressed.sha256.digest()), "zstd", compressed.size,
                           got.nar_hash, got.nar_size)
-            kept = self.nars.record(nar, writer)
+            kept = self.nars.record(nar, writer, cache.id)
         finally:
             writer.close()
-        with self._db.write() as conn:
-            _hold(conn, cache, kept.file_hash)
         self._add_object(cache, info, kept)
         return UploadOutcome(False, nar.file_size)
 
@@ -370,7 +367,3 @@ def _check_sent(info: NarInfo, sent: NarFile) -> None:
         raise Invalid(f"the uploaded NAR is {sent.nar_size} bytes, not the claimed "
                       f"{info.nar_size}")
 
-
-def _hold(conn: Connection, cache: Cache, file_hash: str) -> None:
-    conn.execute(insert_ignore(conn, cache_nars).values(
-        cache_id=cache.id, file_hash=file_hash, created_at=int(time.time())))
