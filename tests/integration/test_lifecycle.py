@@ -198,14 +198,15 @@ def test_sigterm_right_after_the_process_starts(make_server: Make) -> None:
         known = _tree(proc.pid)
         since = _signal(srv, signal.SIGTERM, group=attempt % 2 == 1)
         _stops_cleanly(srv, known, since)
+        # The first try's signal came during first start, which was finished, not cut.
+        assert (srv.data_dir / "admin-token").exists()
 
 
 def test_sigterm_as_soon_as_healthz_answers(make_server: Make) -> None:
     """The reported race: the first worker serves while the others are still starting
     (5 tries in 6 hung before)."""
     srv = make_server()
-    srv.start().stop()  # first start done, so that each try below is quick
-    for attempt in range(5):
+    for attempt in range(4):
         proc = srv.launch()
 
         def healthy(proc: subprocess.Popen[bytes] = proc) -> bool:
@@ -312,6 +313,7 @@ def test_sigterm_during_uploads_finishes_one_aborts_the_other(make_server: Make)
     since = _signal(srv, signal.SIGTERM, group=False)
     try:
         assert poller.saw_503.wait(DRAIN), poller.seen
+        assert _readyz(srv) == (503, "shutting down")
         # No new work is taken while draining, and the client is told to go elsewhere.
         refused = httpx.get(f"{srv.url}/main/nix-cache-info", timeout=5)
         assert refused.status_code == 503, refused.text
@@ -437,8 +439,9 @@ def _grpc_serving(srv: FlywheelServer) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-def test_a_child_that_dies_is_started_again(make_server: Make) -> None:
+def test_children_are_started_again_and_end_with_the_supervisor(make_server: Make) -> None:
     srv = make_server().start()
+    assert srv.proc is not None
     for argv, name in ((("flywheel.server.grpc.process",), "gRPC listener"),
                        (("flywheel.server.http_worker", "2"), "HTTP worker 2")):
         old = _child_pid(srv, *argv)
@@ -448,18 +451,25 @@ def test_a_child_that_dies_is_started_again(make_server: Make) -> None:
                   srv.log)
         _wait_for("/readyz is ready again", lambda: _readyz(srv)[0] == 200, 30, srv.log)
         assert _child_pid(srv, *argv) != old
-        assert f"{name} exited unexpectedly (killed by SIGKILL)" in srv.log()
+        assert f"{name} exited unexpectedly (killed by SIGKILL); starting it again in 0.5s" \
+            in srv.log()
     assert _grpc_serving(srv)
-    srv.stop()
-
-
-def test_children_end_when_the_supervisor_is_killed(make_server: Make) -> None:
-    srv = make_server().start()
-    assert srv.proc is not None
+    # The supervisor killed, its children notice and end.
     children = _tree(srv.proc.pid) - {srv.proc.pid}
     assert len(children) == 3  # two HTTP workers and the gRPC process
     os.kill(srv.proc.pid, signal.SIGKILL)
     _wait_for("every child has ended", lambda: not _living(children), 5, srv.log)
+
+
+def test_a_child_that_does_not_stop_is_killed(make_server: Make) -> None:
+    srv = make_server(drain=1).start()
+    assert srv.proc is not None
+    known = _tree(srv.proc.pid)
+    os.kill(_child_pid(srv, "flywheel.server.http_worker", "1"), signal.SIGSTOP)
+    since = _signal(srv, signal.SIGTERM, group=False)
+    # Killed 4 s after the drain timeout (1 s here): the abort grace and a second more.
+    assert _stops_cleanly(srv, known, since, status=1) >= 1 + 4
+    assert "HTTP worker 1 (pid" in srv.log() and "did not stop in time" in srv.log()
 
 
 # ---------------------------------------------------------------- watch-store
