@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flywheel.app.secrets import (
     load_or_create_state_key,
@@ -12,8 +12,11 @@ from flywheel.app.secrets import (
 )
 from flywheel.app.settings import Settings
 from flywheel.auth.authenticate import Authenticator
+from flywheel.auth.identities import TrustedProxies
 from flywheel.auth.permissions import Grants
 from flywheel.auth.registry import TokenRegistry
+from flywheel.auth.roles import RoleMap, Roles
+from flywheel.auth.sessions import SessionStore, session_key
 from flywheel.auth.tokens import TokenClaims, TokenSigner
 from flywheel.cache.bazel.action_cache import ActionCache
 from flywheel.cache.bazel.cas import CasStore
@@ -24,6 +27,8 @@ from flywheel.cache.nix.verify import NarLimits
 from flywheel.cache.tenancy import CacheService
 from flywheel.db.engine import Database, ensure_schema, make_engine
 from flywheel.db.shared import is_shared, shared_secret
+from flywheel.operator.plane import OperatorPlane, make_forge
+from flywheel.operator.traffic import TrafficCounter
 from flywheel.state.crypto import StateCipher
 from flywheel.state.store import StateStore
 from flywheel.storage import BlobStore, open_blob_store
@@ -43,6 +48,8 @@ class Services:
     signer: TokenSigner
     auth: Authenticator
     state: StateStore
+    traffic: TrafficCounter
+    operator: OperatorPlane = field(init=False)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate_schema: bool = True) -> Services:
@@ -61,6 +68,7 @@ class Services:
         caches = CacheService(db, socket.gethostname() if local else host)
         nars = NarStore(db, blobs, NarLimits(settings.cache.max_nar_size,
                                              settings.cache.max_compression_ratio))
+
         bound = SizeBound(settings.bazel.max_size, blobs)
         cas = CasStore(db, blobs, bound)
         action_cache = ActionCache(db, blobs, cas, bound, settings.bazel.max_action_refs)
@@ -73,10 +81,19 @@ class Services:
         state = StateStore(db, StateCipher(load_or_create_state_key(settings.data_dir)),
                            retention=settings.state.retention,
                            max_size=settings.state.max_size)
-        return cls(settings=settings, db=db, blobs=blobs, caches=caches,
-                   paths=PathService(db, nars, caches), cas=cas, action_cache=action_cache,
-                   bazel_bound=bound, tokens=tokens, signer=signer,
-                   auth=Authenticator(signer, tokens), state=state)
+        forge = make_forge(settings.forge)
+        roles = Roles(RoleMap.of(settings.auth.admins, settings.auth.operators,
+                                 settings.auth.viewers),
+                      forge.is_team_member if forge is not None else None)
+        auth = Authenticator(signer, tokens, roles, TrustedProxies(settings.auth.trusted_proxies),
+                             SessionStore(db, session_key(token_secret),
+                                          settings.auth.session_lifetime))
+        services = cls(settings=settings, db=db, blobs=blobs, caches=caches,
+                       paths=PathService(db, nars, caches), cas=cas, action_cache=action_cache,
+                       bazel_bound=bound, tokens=tokens, signer=signer, auth=auth, state=state,
+                       traffic=TrafficCounter(db))
+        services.operator = OperatorPlane.open(settings, services, forge)
+        return services
 
     def issue_token(self, sub: str, grants: Grants,
                     validity_seconds: int | None) -> tuple[str, TokenClaims]:
@@ -86,4 +103,5 @@ class Services:
         return token, claims
 
     def close(self) -> None:
+        self.traffic.close()
         self.db.close()

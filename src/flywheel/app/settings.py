@@ -11,11 +11,12 @@ exactly what the parent validated.
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -105,6 +106,99 @@ class StateSettings(_Section):
     max_size: Size = Field(default=64 << 20, ge=1 << 10, le=1 << 30)
 
 
+def _names(value: Any) -> Any:
+    """A list from TOML, or comma-separated in the environment."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _seconds(value: Any) -> Any:
+    """A duration: seconds, or ``90s``, ``30m``, ``12h``, ``7d``."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
+        if not m:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 600, 90s, 30m, 12h, 7d)")
+        return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return value
+
+
+Names = Annotated[list[str], BeforeValidator(_names)]
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=1)]
+
+
+class AuthSettings(_Section):
+    """``[auth]``: how callers of the operator plane are identified, and their roles."""
+
+    # Addresses or networks (CIDR) of the proxies whose identity headers are believed
+    # (tailscale serve, nginx, Envoy); from anywhere else those headers are ignored.
+    trusted_proxies: Names = Field(default_factory=list)
+    # Identity patterns per role: tailnet:LOGIN, cert:SUBJECT, token:SUB, github:LOGIN,
+    # github-team:ORG/TEAM; globs allowed (tailnet:*@example.com).
+    admins: Names = Field(default_factory=list)
+    operators: Names = Field(default_factory=list)
+    viewers: Names = Field(default_factory=list)
+    session_lifetime: Seconds = 12 * 3600
+    # The WebAuthn relying party: by default the host of public-url (an IP address has none).
+    passkey_rp_id: str | None = None
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, v: list[str]) -> list[str]:
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an address or network") from None
+        return v
+
+    @field_validator("admins", "operators", "viewers")
+    @classmethod
+    def _check_patterns(cls, v: list[str]) -> list[str]:
+        from flywheel.auth.roles import check_pattern
+
+        return [check_pattern(p) for p in v]
+
+
+class UiSettings(_Section):
+    """``[ui]``: the operator dashboard: where the fleet is, and how changes are made."""
+
+    # The fleet spec, when changes are applied directly (with changes = "gitops" it is read
+    # from the forge's repository).
+    fleet_spec: Path | None = None
+    kubeconfig: Path | None = None
+    kube_context: str | None = None
+    pending_threshold: Seconds = 600
+    # "gitops": a change becomes a pull (merge) request; "direct": fleet-spec is edited and
+    # applied to the cluster.
+    changes: Literal["gitops", "direct"] = "gitops"
+    # Alerts: a cache this full of its size bound; a state lock held this long.
+    size_alert: float = Field(default=0.9, gt=0, le=1)
+    lock_alert: Seconds = 3600
+
+
+class ForgeSettings(_Section):
+    """``[forge]``: the repository holding the fleet spec, and GitHub's webhook secret."""
+
+    kind: Literal["github", "gitlab"] = "github"
+    url: str | None = None              # API base; GitHub's or gitlab.com's by default
+    repository: str | None = None       # OWNER/REPO (GitLab: the project path)
+    spec_path: str = "fleet.yaml"
+    branch: str = "main"
+    token_file: Path | None = None
+    app_id: int | None = Field(default=None, gt=0)
+    app_key_file: Path | None = None
+    installation_id: int | None = Field(default=None, gt=0)
+    webhook_secret_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^\s]+", v):
+            raise ValueError(f"url must be an http(s) URL, got {v!r}")
+        return v.rstrip("/") if v else v
+
+
 class StorageSettings(_Section):
     """``[storage]``: where content (NARs, chunks, CAS blobs) is kept."""
 
@@ -172,6 +266,9 @@ class Settings(BaseSettings):
     bazel: BazelSettings = BazelSettings()
     storage: StorageSettings = StorageSettings()
     gc: GcSettings = GcSettings()
+    auth: AuthSettings = AuthSettings()
+    ui: UiSettings = UiSettings()
+    forge: ForgeSettings = ForgeSettings()
     state: StateSettings = StateSettings()
 
     @field_validator("log_level")

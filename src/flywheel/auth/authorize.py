@@ -94,6 +94,9 @@ class ServerResource:
 TOKENS = ServerResource("tokens")
 SERVER = ServerResource("the server")
 FLEET = ServerResource("the fleet")
+AUDIT = ServerResource("the audit log")
+# One's own sessions and passkeys: any identified caller, whatever its role.
+ACCOUNT = ServerResource("your account")
 
 Resource = CacheResource | WorkspaceResource | ServerResource
 
@@ -143,6 +146,8 @@ def _authorize_workspace(principal: Principal, workspace: WorkspaceResource,
 
 def _authorize_role(principal: Principal, resource: ServerResource,
                     action: ServerAction) -> None:
+    if resource == ACCOUNT and not principal.anonymous:
+        return
     needed = _ROLE_FOR[action]
     if principal.role is not None and principal.role >= needed:
         return

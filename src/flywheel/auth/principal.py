@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from flywheel.auth.identities import Identity
 from flywheel.auth.permissions import Grants
 
 
@@ -25,6 +26,17 @@ class Principal:
     grants: Grants = field(default_factory=Grants)
     role: Role | None = None
     token_id: str | None = None
+    # Who, for roles and the audit log: the token's subject as ``token:SUB``, a tailnet
+    # login, a certificate subject; a signed-in session keeps the identity it began with.
+    identity: Identity | None = None
+    session: str | None = None  # the session's id hash, when a session cookie identified it
+
+    @property
+    def ambient(self) -> bool:
+        """Identified by what a browser sends by itself (a cookie, a proxy's headers, a
+        client certificate): its state-changing requests must prove they come from our
+        pages (CSRF)."""
+        return not self.anonymous and self.via != "token"
 
     @property
     def anonymous(self) -> bool:

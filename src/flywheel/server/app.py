@@ -13,12 +13,16 @@ from starlette.responses import Response
 from flywheel.app.services import Services
 from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.auth.authorize import CacheAction, CacheResource, may
-from flywheel.server import bazel_http, metrics, nix_http, state_http, status
+from flywheel.server import bazel_http, metrics, nix_http, state_http, status, ui
 from flywheel.server.access import Access, Endpoint
-from flywheel.server.api import attic, caches, state, tokens
+from flywheel.server.api import attic, caches, openapi, operator, state, tokens
 from flywheel.server.api.attic import AtticApi
 from flywheel.server.api.caches import CachesApi
 from flywheel.server.api.common import error_response, route
+from flywheel.server.api.operator import OperatorApi
+from flywheel.server.api.operator_access import OperatorAccess
+from flywheel.server.api.operator_audit import AuditTrail, audited
+from flywheel.server.api.operator_ops import Operations
 from flywheel.server.api.state import StateApi
 from flywheel.server.api.tokens import TokensApi
 from flywheel.server.bazel_http import BazelHandler
@@ -38,10 +42,10 @@ HEALTH = (Endpoint(("GET",), "/healthz", "none", None, "healthz"),
 ENDPOINTS: tuple[Endpoint, ...] = (
     *nix_http.ENDPOINTS, *bazel_http.ENDPOINTS, *attic.ENDPOINTS, *caches.ENDPOINTS,
     *tokens.ENDPOINTS, *state_http.ENDPOINTS, *state.ENDPOINTS, *status.ENDPOINTS, METRICS,
-    *HEALTH)
+    *HEALTH, *operator.ENDPOINTS, *ui.ENDPOINTS, openapi.OPENAPI)
 
 
-def _management_app(services: Services, access: Access, offload: Offload) -> Starlette:
+def _management_app(services: Services, access: Access, offload: Offload) -> AuditTrail:
     async def prometheus(request: Request) -> Response:
         principal = access.principal(request.headers.get("authorization"))
         public = {c.name: c.is_public for c in await offload.run(services.caches.list)}
@@ -53,15 +57,22 @@ def _management_app(services: Services, access: Access, offload: Offload) -> Sta
     async def not_found(request: Request, _exc: Exception) -> Response:
         return error_response(404, f"no route for {request.url.path[:200]}")
 
-    return Starlette(
+    operator_access = OperatorAccess(services, access, offload)
+    ops = Operations(services, operator_access, offload)
+    app = Starlette(
         routes=[*health_routes(services), route(METRICS, prometheus),
                 *status.status_routes(services, access, offload),
                 *AtticApi(services, access, offload).routes(),
                 *CachesApi(services, access, offload).routes(),
                 *TokensApi(services, access, offload).routes(),
                 *StateHttp(services, access, offload).routes(),
-                *StateApi(services, access, offload).routes()],
+                *StateApi(services, access, offload).routes(),
+                *OperatorApi(ops, operator_access, offload).routes(),
+                *ui.Pages(ops, operator_access, offload).routes(),
+                openapi.openapi_route(ENDPOINTS, services.settings.base_url)],
         exception_handlers={404: not_found})
+    return AuditTrail(app, services, access, offload,
+                      audited(ENDPOINTS, (*operator.ENDPOINTS, *ui.ENDPOINTS)))
 
 
 class FlywheelApp:

@@ -85,6 +85,7 @@ class BazelHandler(CacheRoutes):
             size = stored.size
         metrics.count(metrics.BYTES_IN, cache.name, amount=size or 0)
         metrics.count(metrics.BAZEL_UPLOADS, cache.name, kind)
+        self.services.traffic.pushed(cache.name, principal.subject, size or 0)
         await send_bytes(send, 200, b"")
         return 200
 
@@ -98,9 +99,11 @@ class BazelHandler(CacheRoutes):
             await self.offload.run(self.services.action_cache.settle, found)
         if found.result is None:
             metrics.count(metrics.BAZEL_LOOKUPS, name, "ac", "miss")
+            self.services.traffic.lookup(name, "ac", False)
             await send_error(send, 404, f"action {key} is not in cache {name!r}", head)
             return 404
         metrics.count(metrics.BAZEL_LOOKUPS, name, "ac", "hit")
+        self.services.traffic.lookup(name, "ac", True, 0 if head else len(found.result))
         accept = header(scope, b"accept") or b""
         if b"application/json" in accept:
             as_json = json_format.MessageToJson(parse_action_result(found.result))
@@ -118,9 +121,11 @@ class BazelHandler(CacheRoutes):
             await self.offload.run(self.services.cas.settle, held)
         if held is None or held.lost:
             metrics.count(metrics.BAZEL_LOOKUPS, name, "cas", "miss")
+            self.services.traffic.lookup(name, "cas", False)
             await send_error(send, 404, f"blob {key} is not in cache {name!r}", head)
             return 404
         metrics.count(metrics.BAZEL_LOOKUPS, name, "cas", "hit")
+        self.services.traffic.lookup(name, "cas", True, 0 if head else held.size)
         path = self.services.cas.local_path(key)
         if key == EMPTY_SHA256 or path is None:
             await send_bytes(send, 200, b"", OCTETS, head=head)

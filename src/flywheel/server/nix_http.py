@@ -121,11 +121,13 @@ class NixHandler(CacheRoutes):
         assert found is not None
         if found.text is None:
             metrics.count(metrics.NARINFO_LOOKUPS, name, "miss")
+            self.services.traffic.lookup(name, "nix", False)
             await send_error(send, 404, f"{hash_part} is not in cache {name!r}", head)
             return 404
         metrics.count(metrics.NARINFO_LOOKUPS, name, "hit")
         body = found.text.encode()
         metrics.count(metrics.BYTES_OUT, name, amount=0 if head else len(body))
+        self.services.traffic.lookup(name, "nix", True, 0 if head else len(body))
         await send_bytes(send, 200, body, NARINFO_TYPE, head=head)
         return 200
 
@@ -171,6 +173,7 @@ class NixHandler(CacheRoutes):
         path = self.services.paths.nars.local_path(nar)
         if found.broken or path is None or _size(path) != nar.file_size:
             return await self._unavailable(send, nar, head, found.broken)
+        self.services.traffic.served(name, "nix", 0 if head else nar.file_size)
         return await send_file(scope, send, path, nar.file_size, head, name, NAR_TYPE)
 
     async def _unavailable(self, send: Send, nar: NarFile, head: bool, known: bool) -> int:
@@ -199,6 +202,7 @@ class NixHandler(CacheRoutes):
             lambda chunks: self.services.paths.put_nar(cache, file_name, chunks))
         metrics.count(metrics.BYTES_IN, cache.name, amount=nar.file_size)
         metrics.count(metrics.UPLOADS, cache.name, "nar", "stored")
+        self.services.traffic.pushed(cache.name, principal.subject, nar.file_size)
         await send_bytes(send, 200, b"")
         return 200
 

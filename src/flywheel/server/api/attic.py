@@ -108,6 +108,7 @@ class AtticApi:
         metrics.count(metrics.BYTES_IN, cache.name, amount=info.nar_size)
         metrics.count(metrics.UPLOADS, cache.name, "upload-path",
                       "deduplicated" if outcome.deduplicated else "stored")
+        self.services.traffic.pushed(cache.name, principal.subject, info.nar_size)
         return json_response(UploadPathResult(
             kind="Deduplicated" if outcome.deduplicated else "Uploaded",
             file_size=outcome.file_size,

@@ -1,0 +1,1 @@
+"""Forges behind one interface: GitHub (githubkit) and GitLab (python-gitlab)."""
