@@ -21,7 +21,8 @@ from flywheel.auth.tokens import TokenClaims, TokenSigner
 from flywheel.cache.bazel.action_cache import ActionCache
 from flywheel.cache.bazel.cas import CasStore
 from flywheel.cache.bazel.size_bound import SizeBound
-from flywheel.cache.nix.nars import NarStore
+from flywheel.cache.nix.chunks import ChunkStore
+from flywheel.cache.nix.nars import Chunking, NarStore
 from flywheel.cache.nix.paths import PathService
 from flywheel.cache.nix.verify import NarLimits
 from flywheel.cache.tenancy import CacheService
@@ -67,7 +68,10 @@ class Services:
         local = host in ("127.0.0.1", "localhost", "[::1]")
         caches = CacheService(db, socket.gethostname() if local else host)
         nars = NarStore(db, blobs, NarLimits(settings.cache.max_nar_size,
-                                             settings.cache.max_compression_ratio))
+                                             settings.cache.max_compression_ratio),
+                        redirect_ttl=storage.redirect_ttl,
+                        chunking=None if storage.chunk_nars_from is None else Chunking(
+                            ChunkStore(db, blobs), storage.chunk_nars_from, storage.chunk_size))
 
         bound = SizeBound(settings.bazel.max_size, blobs)
         cas = CasStore(db, blobs, bound)

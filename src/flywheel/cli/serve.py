@@ -27,17 +27,35 @@ def serve(
     bazel_max_size: Annotated[str | None, typer.Option(
         help="Bound on Bazel cache bytes, e.g. 50GiB; least recently used entries are "
              "evicted [default: unbounded]", show_default=False)] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="s3://BUCKET/PREFIX to keep content in an S3-compatible bucket shared by every "
+             "replica [default: files in the data dir]", show_default=False)] = None,
+    s3_endpoint: Annotated[str | None, typer.Option(
+        help="The bucket's server when it is not AWS, e.g. http://minio:9000",
+        show_default=False)] = None,
+    role: Annotated[str, typer.Option(
+        help="serve: answer requests; gc: collect garbage every [gc] interval instead")
+    ] = "serve",
 ) -> None:
     """Run the cache server."""
+    from flywheel.db.engine import SchemaOutOfDate
     from flywheel.server.run import AddressInUse
     from flywheel.server.run import serve as run_server
 
+    if role not in ("serve", "gc"):
+        raise fail(f"--role must be serve or gc, not {role!r}", 2)
     settings = settings_from(config, data_dir=data_dir, listen=listen, workers=workers,
                              database_url=database_url, public_url=public_url,
                              log_level=log_level, grpc_listen=grpc_listen,
-                             **{"bazel.max_size": bazel_max_size})
+                             **{"bazel.max_size": bazel_max_size, "storage.url": storage,
+                                "storage.s3_endpoint": s3_endpoint})
     setup_logging(settings.log_level)
     try:
-        run_server(settings)
-    except AddressInUse as e:
+        if role == "gc":
+            from flywheel.maintenance.gc import collect_forever
+
+            collect_forever(settings)
+        else:
+            run_server(settings)
+    except (AddressInUse, SchemaOutOfDate) as e:
         raise fail(str(e)) from None

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
 from flywheel.db.hot import HotReads
-from flywheel.errors import StorageFull, Unavailable
+from flywheel.errors import FailedPrecondition, StorageFull, Unavailable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 _WRITE = "flywheel_write"
@@ -131,7 +131,7 @@ def insert_ignore(conn: Connection, table: Table) -> Insert:
     return sqlite.insert(table).on_conflict_do_nothing()
 
 
-class SchemaOutOfDate(Exception):
+class SchemaOutOfDate(FailedPrecondition):
     """The database was made by an older version; ``flywheel db upgrade`` brings it up."""
 
 

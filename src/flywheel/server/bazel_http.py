@@ -13,6 +13,7 @@ from flywheel.bazel.digests import EMPTY_SHA256, Digest
 from flywheel.server import metrics
 from flywheel.server.access import Endpoint
 from flywheel.server.cache_routes import CacheRoutes
+from flywheel.server.content import send_content
 from flywheel.server.files import send_file
 from flywheel.server.responses import (
     Receive,
@@ -127,6 +128,14 @@ class BazelHandler(CacheRoutes):
         metrics.count(metrics.BAZEL_LOOKUPS, name, "cas", "hit")
         self.services.traffic.lookup(name, "cas", True, 0 if head else held.size)
         path = self.services.cas.local_path(key)
+        if key != EMPTY_SHA256 and path is None:
+            # Not a local file (a bucket): streamed once it is known present.
+            content = await self.offload.run(self.services.cas.content, cache,
+                                             Digest(key, held.size))
+            if content is None:
+                await send_error(send, 404, f"blob {key} is not in cache {name!r}", head)
+                return 404
+            return await send_content(scope, send, self.offload, content, head, name, OCTETS)
         if key == EMPTY_SHA256 or path is None:
             await send_bytes(send, 200, b"", OCTETS, head=head)
             return 200

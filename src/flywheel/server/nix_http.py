@@ -20,6 +20,7 @@ from flywheel.server import metrics
 from flywheel.server.access import Access, Endpoint
 from flywheel.server.blocking import Offload
 from flywheel.server.cache_routes import CacheRoutes
+from flywheel.server.content import send_content
 from flywheel.server.files import send_file
 from flywheel.server.responses import (
     Receive,
@@ -171,6 +172,12 @@ class NixHandler(CacheRoutes):
             await send_error(send, 404, f"{file_name[:80]} is not in cache {name!r}", head)
             return 404
         path = self.services.paths.nars.local_path(nar)
+        if path is None and not found.broken:
+            # Not a local file (a bucket): redirected or streamed once it is known present.
+            content = await self.offload.run(self.services.paths.nars.content, nar, head)
+            if content is not None:
+                return await send_content(scope, send, self.offload, content, head, name,
+                                          NAR_TYPE)
         if found.broken or path is None or _size(path) != nar.file_size:
             return await self._unavailable(send, nar, head, found.broken)
         self.services.traffic.served(name, "nix", 0 if head else nar.file_size)

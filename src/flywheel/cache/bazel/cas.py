@@ -24,6 +24,7 @@ from flywheel.db.engine import Database, insert_ignore, lock
 from flywheel.db.schema import caches, cas_blobs, cas_members
 from flywheel.errors import Invalid, StorageFull, Unavailable
 from flywheel.storage.base import BlobStore
+from flywheel.storage.serving import Stream, stream_of
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,14 @@ class CasStore:
 
     def local_path(self, hash_: str) -> str | None:
         return self._blobs.local_path(cas_key(hash_))
+
+    def content(self, cache: Cache, digest: Digest) -> Stream | None:
+        """The blob as a stream, where there is no local file to send; None if the cache
+        does not hold it intact."""
+        source = self.open(cache, digest)
+        if source is None:
+            return None
+        return stream_of(iter(lambda: source.read(1 << 20), b""), digest.size, source.close)
 
     # -- writes --
 

@@ -49,7 +49,7 @@ _NARINFO_BY_NAME = (
 # makes it the cache's to name, not to serve).
 _NAR_BY_NAME = (
     select(caches.c.is_public, nars.c.file_hash, nars.c.compression, nars.c.file_size,
-           nars.c.nar_hash, nars.c.nar_size, nars.c.broken_at)
+           nars.c.nar_hash, nars.c.nar_size, nars.c.broken_at, nars.c.chunked)
     .select_from(caches.outerjoin(nars, and_(
         nars.c.file_hash == bindparam("f"), nars.c.alias_of.is_(None),
         exists().where(objects.c.cache_id == caches.c.id,
@@ -112,7 +112,8 @@ class PathService:
         row = self._db.hot.run(self._nar_query, {"cache": cache_name, "f": file_hash})
         if row is None:
             return None
-        nar = NarFile(*row[1:6]) if row[1] is not None else None
+        nar = NarFile(row[1], row[2], row[3], row[4], row[5], bool(row[7])) \
+            if row[1] is not None else None
         return NarLookup(bool(row[0]), nar, row[6] is not None)
 
     def missing(self, cache: Cache, hash_parts: list[str]) -> list[str]:
@@ -200,6 +201,11 @@ class PathService:
             _check_sent(info, self.nars.verify("none", chunks))
             self._add_object(cache, info, known)
             return UploadOutcome(True, known.file_size)
+        if self.nars.chunking is not None:
+            kept = self.nars.ingest_chunkable("none", chunks, cache.id,
+                                              check=lambda got: _check_sent(info, got))
+            self._add_object(cache, info, kept)
+            return UploadOutcome(False, kept.file_size)
         writer = self.nars.writer()
         try:
             compressed = _ZstdFile(writer.write)

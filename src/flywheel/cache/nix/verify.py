@@ -8,6 +8,7 @@ unbounded CPU either (a decompression bomb); only sizes and hashes are kept.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flywheel.codecs import CodecError, StreamDecoder
@@ -40,7 +41,8 @@ class NarFileVerifier:
     The decompressed stream is also checked against the NAR grammar, so a file whose
     hash matches a forged narinfo but is no archive at all is refused as well."""
 
-    def __init__(self, compression: str, limits: NarLimits) -> None:
+    def __init__(self, compression: str, limits: NarLimits,
+                 nar_sink: Callable[[bytes], object] | None = None) -> None:
         if compression not in COMPRESSION_EXTENSIONS:
             raise Invalid(f"unsupported compression {compression[:20]!r} "
                           f"(supported: {', '.join(COMPRESSION_EXTENSIONS)})")
@@ -52,6 +54,8 @@ class NarFileVerifier:
         self.file_size = 0
         self.nar_size = 0
         self._decoder = StreamDecoder(compression, self._on_nar)
+        # Receives the NAR itself once checked (content-defined chunking cuts it).
+        self._nar_sink = nar_sink
 
     def _on_nar(self, data: bytes) -> None:
         if not data:
@@ -69,6 +73,8 @@ class NarFileVerifier:
             self._nar.feed(data)
         except NarError as e:
             raise Invalid(f"not a valid NAR: {e}") from None
+        if self._nar_sink is not None:
+            self._nar_sink(data)
 
     def feed(self, data: bytes) -> None:
         self.file_size += len(data)
