@@ -262,7 +262,7 @@ def test_remote_cache_and_token_admin(srv: FlywheelServer, client: Client,
 
     remote.token_mint("prod", "robot", validity="1d", pull=["admin-*"], push=[], delete=[],
                       create_cache=[], configure_cache=["admin-e2e"], destroy_cache=[],
-                      admin_token=False)
+                      admin_token=False, workspaces={})
     captured = capsys.readouterr()
     token = captured.out.strip()
     token_id = captured.err.split("token id ")[1].split()[0]
@@ -273,6 +273,9 @@ def test_remote_cache_and_token_admin(srv: FlywheelServer, client: Client,
         robot.cache_config("admin-e2e")
     assert refused.value.status == 401
     robot.close()
+    (listed_token,) = remote.token_list("prod", "robot")
+    assert (listed_token.id, listed_token.sub) == (token_id, "robot")
+    assert listed_token.revoked_at is not None and token not in listed_token.model_dump_json()
 
     remote.cache_destroy("prod", "admin-e2e", yes=True)
     with pytest.raises(typer.Exit):

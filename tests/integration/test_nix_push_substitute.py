@@ -149,7 +149,7 @@ def test_revoke_single_token_by_id(server: FlywheelServer) -> None:
     listing = server.cli("token", "list", "--sub", "one", "--json").stdout
     assert token not in listing
     [row] = json.loads(listing)
-    assert row["jti"] == token_id
+    assert row["id"] == token_id
     assert row["revoked_at"] is not None
 
 

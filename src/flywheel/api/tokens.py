@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -37,3 +39,18 @@ class RevokeTokenRequest(BaseModel):
 
 class RevokeTokenResponse(BaseModel):
     revoked: int
+
+
+class TokenRecord(BaseModel):
+    """A token minted by this server, as listed to admins: never the token itself."""
+
+    id: str
+    sub: str
+    issued_at: int
+    expires_at: int | None
+    revoked_at: int | None
+    permissions: dict[str, Any]
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenRecord]

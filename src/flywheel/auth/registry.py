@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, case, exists, insert, select, update
 
@@ -21,6 +23,18 @@ _REVOKED = select(case(
      exists().where(tokens.c.jti == bindparam("jti"), tokens.c.revoked_at.is_not(None))),
     else_=exists().where(subject_revocations.c.sub == bindparam("sub"),
                          subject_revocations.c.revoked_at >= bindparam("iat"))))
+
+
+@dataclass(frozen=True)
+class RecordedToken:
+    """A token minted here, as admins see it: never the token itself."""
+
+    id: str
+    sub: str
+    issued_at: int
+    expires_at: int | None
+    revoked_at: int | None
+    permissions: dict[str, Any]
 
 
 class TokenRegistry:
@@ -61,9 +75,11 @@ class TokenRegistry:
                                                     "iat": claims.issued_at})
         return bool(row and row[0])
 
-    def list(self, sub: str | None = None) -> list[dict[str, object]]:
-        q = select(tokens).order_by(tokens.c.issued_at)
+    def list(self, sub: str | None = None) -> list[RecordedToken]:
+        q = select(tokens.c.jti, tokens.c.sub, tokens.c.issued_at, tokens.c.expires_at,
+                   tokens.c.revoked_at, tokens.c.permissions).order_by(tokens.c.issued_at)
         if sub is not None:
             q = q.where(tokens.c.sub == sub)
         with self._db.read() as conn:
-            return [dict(r._mapping) for r in conn.execute(q)]
+            return [RecordedToken(jti, sub_, issued, expires, revoked, json.loads(grants))
+                    for jti, sub_, issued, expires, revoked, grants in conn.execute(q)]

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from flywheel.api.cache_config import CacheConfig
+from flywheel.api.tokens import TokenRecord
 from flywheel.client import admin, nixstore, profiles
 from flywheel.client.api import Api
 from flywheel.client.errors import ApiError, ClientError
@@ -314,6 +315,11 @@ def token_revoke(server: str, *, token_id: str | None, sub: str | None) -> None:
         n = admin.revoke_tokens(api, token_id=token_id, sub=sub)
         out.print(f"Revoked {'token ' + token_id if token_id else f'tokens of {sub!r}'} "
                   f"on {server!r} ({n} recorded)")
+
+
+def token_list(server: str, sub: str | None) -> list[TokenRecord]:
+    with _errors(), Api(_profile(server)) as api:
+        return admin.list_tokens(api, sub)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import datetime
 import json
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from flywheel.api.tokens import TokenRecord
 from flywheel.auth.permissions import CachePermission, Grants, WorkspacePermission, check_glob
 from flywheel.auth.tokens import parse_duration
 from flywheel.cli import remote
@@ -113,16 +115,21 @@ def _when(ts: object) -> str:
 @app.command("list")
 def list_(sub: Annotated[str | None, typer.Option("--sub", show_default=False)] = None,
           as_json: Annotated[bool, typer.Option("--json")] = False,
-          config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
-    """List tokens minted here (never the tokens themselves)."""
-    with local_services(config, data_dir) as s:
-        rows = s.tokens.list(sub)
-        if as_json:
-            out.print_json(json.dumps(rows))
-            return
-        table = Table("subject", "issued", "expires", "revoked")
-        table.add_column("id", no_wrap=True)
-        for t in rows:
-            table.add_row(str(t["sub"]), _when(t["issued_at"]), _when(t["expires_at"]),
-                          _when(t["revoked_at"]), str(t["jti"]))
-        out.print(table)
+          config: ConfigOpt = None, data_dir: DataDirOpt = None,
+          server: remote.ServerOpt = None) -> None:
+    """List the tokens a server minted (ids and dates, never the tokens themselves)."""
+    records: list[TokenRecord]
+    if server is not None:
+        records = remote.token_list(server, sub)
+    else:
+        with local_services(config, data_dir) as s:
+            records = [TokenRecord.model_validate(asdict(r)) for r in s.tokens.list(sub)]
+    if as_json:
+        out.print_json(json.dumps([r.model_dump() for r in records]))
+        return
+    table = Table("subject", "issued", "expires", "revoked")
+    table.add_column("id", no_wrap=True)
+    for t in records:
+        table.add_row(t.sub, _when(t.issued_at), _when(t.expires_at), _when(t.revoked_at),
+                      t.id)
+    out.print(table)

@@ -11,7 +11,13 @@ from flywheel.api.cache_config import (
     CreateCacheRequest,
     NamedCacheConfig,
 )
-from flywheel.api.tokens import MintTokenRequest, MintTokenResponse, RevokeTokenResponse
+from flywheel.api.tokens import (
+    MintTokenRequest,
+    MintTokenResponse,
+    RevokeTokenResponse,
+    TokenList,
+    TokenRecord,
+)
 from flywheel.client.api import Api
 from flywheel.client.errors import ClientError
 from flywheel.nix.storepath import is_valid_hash_part
@@ -120,3 +126,8 @@ def revoke_tokens(api: Api, *, token_id: str | None = None, sub: str | None = No
     body = {"id": token_id} if token_id is not None else {"sub": sub}
     response = api.request("POST", "/_api/v1/tokens/revoke", json_body=body)
     return api.parse(RevokeTokenResponse, response).revoked
+
+
+def list_tokens(api: Api, sub: str | None = None) -> list[TokenRecord]:
+    response = api.request("GET", "/_api/v1/tokens", params={"sub": sub} if sub else None)
+    return api.parse(TokenList, response).tokens

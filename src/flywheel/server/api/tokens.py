@@ -1,6 +1,8 @@
-"""``POST /_api/v1/tokens`` and ``/_api/v1/tokens/revoke``: for admins only."""
+"""``/_api/v1/tokens``: list, mint and revoke tokens; for admins only."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,6 +13,8 @@ from flywheel.api.tokens import (
     MintTokenResponse,
     RevokeTokenRequest,
     RevokeTokenResponse,
+    TokenList,
+    TokenRecord,
 )
 from flywheel.app.services import Services
 from flywheel.auth.authorize import TOKENS, ServerAction
@@ -24,7 +28,8 @@ from flywheel.server.blocking import Offload
 MINT = Endpoint(("POST",), "/_api/v1/tokens", "tokens", ServerAction.ADMINISTER, "api-tokens")
 REVOKE = Endpoint(("POST",), "/_api/v1/tokens/revoke", "tokens", ServerAction.ADMINISTER,
                   "api-tokens")
-ENDPOINTS = (MINT, REVOKE)
+LIST = Endpoint(("GET",), "/_api/v1/tokens", "tokens", ServerAction.ADMINISTER, "api-tokens")
+ENDPOINTS = (LIST, MINT, REVOKE)
 
 
 class TokensApi:
@@ -36,6 +41,13 @@ class TokensApi:
     def _admin(self, request: Request) -> None:
         principal = self.access.principal(request.headers.get("authorization"))
         self.access.authorize(principal, TOKENS, ServerAction.ADMINISTER)
+
+    async def list_tokens(self, request: Request) -> Response:
+        self._admin(request)
+        sub = request.query_params.get("sub") or None
+        rows = await self.offload.run(self.services.tokens.list, sub)
+        return json_response(TokenList(tokens=[TokenRecord.model_validate(asdict(r))
+                                               for r in rows]))
 
     async def mint(self, request: Request) -> Response:
         self._admin(request)
@@ -60,4 +72,4 @@ class TokensApi:
         return json_response(RevokeTokenResponse(revoked=revoked))
 
     def routes(self) -> list[Route]:
-        return [route(MINT, self.mint), route(REVOKE, self.revoke)]
+        return [route(LIST, self.list_tokens), route(MINT, self.mint), route(REVOKE, self.revoke)]
