@@ -177,6 +177,14 @@ def _signal(srv: FlywheelServer, sig: int, group: bool) -> float:
     return time.monotonic()
 
 
+def _stop(srv: FlywheelServer, attempt: int) -> float:
+    """Stop as an orchestrator does (SIGTERM to the main process) on even tries, as Ctrl-C
+    does (SIGINT to the process group) on odd ones."""
+    if attempt % 2:
+        return _signal(srv, signal.SIGINT, group=True)
+    return _signal(srv, signal.SIGTERM, group=False)
+
+
 def _readyz(srv: FlywheelServer) -> tuple[int, str]:
     r = httpx.get(f"{srv.url}/readyz", timeout=5)
     return r.status_code, r.json().get("reason", "")
@@ -196,7 +204,7 @@ def test_sigterm_right_after_the_process_starts(make_server: Make) -> None:
         _wait_for("the server handles SIGTERM", partial(_handles_sigterm, proc.pid), 10,
                   srv.log)
         known = _tree(proc.pid)
-        since = _signal(srv, signal.SIGTERM, group=attempt % 2 == 1)
+        since = _stop(srv, attempt)
         _stops_cleanly(srv, known, since)
         # The first try's signal came during first start, which was finished, not cut.
         assert (srv.data_dir / "admin-token").exists()
@@ -217,7 +225,7 @@ def test_sigterm_as_soon_as_healthz_answers(make_server: Make) -> None:
 
         _wait_for("/healthz answers", healthy, 30, srv.log)
         known = _tree(proc.pid)
-        since = _signal(srv, signal.SIGTERM, group=attempt % 2 == 1)
+        since = _stop(srv, attempt)
         _stops_cleanly(srv, known, since)
 
 

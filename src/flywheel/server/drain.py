@@ -95,7 +95,7 @@ class DrainGate:
         readiness.begin_draining()
         if await self._settled(timeout):
             return
-        log.warning("aborting %d requests still running after the drain timeout",
+        log.warning("drain timeout: aborting the %d requests still running",
                     len(self._in_flight))
         self._aborting = True
         for task in self._in_flight:

@@ -20,7 +20,7 @@ import uvloop
 from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.server.lifecycle import StopRequest, SupervisorLink
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flywheel.server.http_worker")  # not __name__: "__main__" under -m
 
 # Granian's default backlog with N workers, and its per-worker share of concurrent requests.
 BACKLOG = 1024
@@ -67,9 +67,10 @@ async def _serve(index: int, settings: Settings) -> int:
         return 1
     await gate.drain(stop.remaining())
     # Nothing runs in the app any more; Granian may still be sending a file it was handed.
+    # After an abort that leaves half a second before the supervisor's kill.
     server.stop()  # type: ignore[no-untyped-call]
     try:
-        await asyncio.wait_for(serving, max(stop.remaining(), 1.0))
+        await asyncio.wait_for(serving, max(stop.remaining(), 0.5))
     except TimeoutError:
         log.warning("HTTP worker %d: responses still being sent at the drain timeout were "
                     "cut off", index)

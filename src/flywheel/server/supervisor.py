@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.server import readiness
@@ -33,7 +33,7 @@ from flywheel.server.lifecycle import (
     unblock_stop_signals,
 )
 
-log = logging.getLogger("flywheel.server.supervisor")
+log = logging.getLogger("flywheel.server.supervisor")  # not __name__: "__main__" under -m
 
 # A child that dies is started again after a pause that doubles with each death in a row
 # (a crash loop costs little and floods no log), up to a bound; one that served for a while
@@ -51,7 +51,7 @@ class Child:
     proc: asyncio.subprocess.Process | None = None
     serving: bool = False
     restarting: bool = False
-    failures: int = field(default=0)
+    failures: int = 0  # deaths in a row
 
     @property
     def state(self) -> str:
@@ -72,7 +72,8 @@ class Supervisor:
         self.stopping = asyncio.Event()
         self.exit_status = 0
         self.hurry = False  # a second signal: kill rather than drain
-        # Children read end-of-file here once this process is gone, however it ended.
+        # Never written, only held open: children read end-of-file on the other end once
+        # this process is gone, however it ended.
         self._lifeline_r, self._lifeline_w = os.pipe()
 
     async def run(self) -> int:

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2
 from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.server.lifecycle import StopRequest, SupervisorLink
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flywheel.server.grpc.process")  # not __name__: "__main__" under -m
 
 
 async def _serve(settings: Settings) -> None:
