@@ -228,6 +228,13 @@ HTTP_PROBES: dict[tuple[str, str], tuple[str, Probe]] = {
     ("DELETE", "/_api/v1/caches/{cache}/objects/{hash}"): ("d", lambda w, c, who: _http(
         HTTP.delete(f"{w.srv.url}/_api/v1/caches/{c}/objects/{w.path}",
                     headers=w.headers(who)))),
+    ("GET", "/_api/v1/caches/{cache}/pins"): ("r", lambda w, c, who: _http(HTTP.get(
+        f"{w.srv.url}/_api/v1/caches/{c}/pins", headers=w.headers(who)))),
+    ("PUT", "/_api/v1/caches/{cache}/pins/{name}"): ("w", lambda w, c, who: _http(HTTP.put(
+        f"{w.srv.url}/_api/v1/caches/{c}/pins/theirs", headers=w.headers(who),
+        json={"store_path": f"/nix/store/{w.path}-thing"}), lambda r: True)),
+    ("DELETE", "/_api/v1/caches/{cache}/pins/{name}"): ("d", lambda w, c, who: _http(
+        HTTP.delete(f"{w.srv.url}/_api/v1/caches/{c}/pins/theirs", headers=w.headers(who)))),
 }
 # Cache routes not about one cache named in the request; probed by the tests below.
 UNSCOPED = {("GET", "/_api/v1/caches"), ("GET", "/status"), ("GET", "/metrics")}
@@ -345,7 +352,8 @@ CONTENT = {("GET", "/{cache}/{hash}.narinfo"), ("HEAD", "/{cache}/{hash}.narinfo
            ("HEAD", "/{cache}/nar/{file}"), ("GET", "/{cache}/cas/{hash}"),
            ("HEAD", "/{cache}/cas/{hash}"), ("GET", "/{cache}/ac/{hash}"),
            ("HEAD", "/{cache}/ac/{hash}"), ("PUT", "/{cache}/ac/{hash}"),
-           ("POST", "/_api/v1/get-missing-paths"), ("GET", "/_api/v1/caches/{cache}/objects")}
+           ("POST", "/_api/v1/get-missing-paths"), ("GET", "/_api/v1/caches/{cache}/objects"),
+           ("PUT", "/_api/v1/caches/{cache}/pins/{name}")}
 GRPC_CONTENT = {"GetActionResult", "UpdateActionResult", "FindMissingBlobs",
                 "BatchReadBlobs", "GetTree", "Read", "Write", "QueryWriteStatus"}
 

@@ -44,5 +44,8 @@ class ConfigureCacheRequest(BaseModel):
     is_public: bool | None = None
     priority: int | None = Field(default=None, ge=0, le=10_000)
     upstream_cache_key_names: list[str] | None = None
+    # Seconds a store path is kept after it was last asked for (garbage collection); as in
+    # Attic, "Global" means no period of its own.
+    retention_period: int | Literal["Global"] | None = Field(default=None, ge=1)
     # Our extension: rotate the signing key and re-sign every path.
     keypair: Literal["Generate"] | None = None

@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -146,7 +146,8 @@ class CacheService:
 
     def configure(self, name: str, *, is_public: bool | None = None, priority: int | None = None,
                   upstream_cache_key_names: tuple[str, ...] | None = None,
-                  regenerate_keypair: bool = False) -> Cache:
+                  regenerate_keypair: bool = False,
+                  retention_period: int | Literal["Global"] | None = None) -> Cache:
         """Change a cache's settings. A new signing key takes effect at once: narinfos
         signed by the old one are signed afresh when served until re-signed in storage
         (``PathService.resign_stale``)."""
@@ -158,6 +159,9 @@ class CacheService:
             values["priority"] = _check_priority(priority)
         if upstream_cache_key_names is not None:
             values["upstream_cache_key_names"] = json.dumps(list(upstream_cache_key_names))
+        if retention_period is not None:
+            values["retention_period"] = None if retention_period == "Global" \
+                else retention_period
         if regenerate_keypair:
             suffix = cache.signing_key.name.rsplit("-", 1)[-1]
             generation = int(suffix) + 1 if suffix.isdigit() else 2

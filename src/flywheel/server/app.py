@@ -15,7 +15,7 @@ from flywheel.app.settings import Settings, settings_from_worker_env
 from flywheel.auth.authorize import CacheAction, CacheResource, may
 from flywheel.server import bazel_http, metrics, nix_http, state_http, status, ui
 from flywheel.server.access import Access, Endpoint
-from flywheel.server.api import attic, caches, openapi, operator, state, tokens
+from flywheel.server.api import attic, caches, openapi, operator, pins, state, tokens
 from flywheel.server.api.attic import AtticApi
 from flywheel.server.api.caches import CachesApi
 from flywheel.server.api.common import error_response, route
@@ -23,6 +23,7 @@ from flywheel.server.api.operator import OperatorApi
 from flywheel.server.api.operator_access import OperatorAccess
 from flywheel.server.api.operator_audit import AuditTrail, audited
 from flywheel.server.api.operator_ops import Operations
+from flywheel.server.api.pins import PinsApi
 from flywheel.server.api.state import StateApi
 from flywheel.server.api.tokens import TokensApi
 from flywheel.server.bazel_http import BazelHandler
@@ -42,7 +43,7 @@ HEALTH = (Endpoint(("GET",), "/healthz", "none", None, "healthz"),
 ENDPOINTS: tuple[Endpoint, ...] = (
     *nix_http.ENDPOINTS, *bazel_http.ENDPOINTS, *attic.ENDPOINTS, *caches.ENDPOINTS,
     *tokens.ENDPOINTS, *state_http.ENDPOINTS, *state.ENDPOINTS, *status.ENDPOINTS, METRICS,
-    *HEALTH, *operator.ENDPOINTS, *ui.ENDPOINTS, openapi.OPENAPI)
+    *HEALTH, *pins.ENDPOINTS, *operator.ENDPOINTS, *ui.ENDPOINTS, openapi.OPENAPI)
 
 
 def _management_app(services: Services, access: Access, offload: Offload) -> AuditTrail:
@@ -64,6 +65,7 @@ def _management_app(services: Services, access: Access, offload: Offload) -> Aud
                 *status.status_routes(services, access, offload),
                 *AtticApi(services, access, offload).routes(),
                 *CachesApi(services, access, offload).routes(),
+                *PinsApi(services, access, offload).routes(),
                 *TokensApi(services, access, offload).routes(),
                 *StateHttp(services, access, offload).routes(),
                 *StateApi(services, access, offload).routes(),

@@ -418,7 +418,7 @@ def _canonical(conn: Connection, nar_hash: str) -> NarFile | None:
 def _insert_canonical(conn: Connection, nar: NarFile) -> None:
     # The file may have a row already: as an alias of a canonical file since removed.
     if not conn.execute(update(nars).where(nars.c.file_hash == nar.file_hash)
-                        .values(alias_of=None, broken_at=None)).rowcount:
+                        .values(alias_of=None, broken_at=None, chunked=nar.chunked)).rowcount:
         _insert(conn, nar, alias_of=None)
 
 
@@ -433,4 +433,4 @@ def _insert(conn: Connection, nar: NarFile, alias_of: str | None) -> None:
     conn.execute(insert(nars).values(
         file_hash=nar.file_hash, compression=nar.compression, file_size=nar.file_size,
         nar_hash=nar.nar_hash, nar_size=nar.nar_size, alias_of=alias_of,
-        created_at=int(time.time())))
+        chunked=nar.chunked, created_at=int(time.time())))

@@ -25,6 +25,7 @@ from flywheel.cache.tenancy import STORED_NARINFO_MAX_BYTES, Cache, CacheService
 from flywheel.codecs import ZstdStreamCompressor
 from flywheel.db.engine import Database, insert_ignore
 from flywheel.db.schema import cache_nars, caches, nars, objects
+from flywheel.db.touch import AccessTimes
 from flywheel.errors import FailedPrecondition, Invalid
 from flywheel.nix import narinfo as narinfo_codec
 from flywheel.nix.base32 import encode as b32encode
@@ -36,7 +37,8 @@ Readable = Callable[[str, bool], bool]
 _RESIGN_BATCH = 500
 
 _NARINFO_BY_NAME = (
-    select(caches.c.is_public, objects.c.narinfo, objects.c.signed_by, caches.c.key_name)
+    select(caches.c.is_public, objects.c.narinfo, objects.c.signed_by, caches.c.key_name,
+           objects.c.id, objects.c.accessed_at)
     .select_from(caches.outerjoin(
         objects.join(nars, and_(nars.c.file_hash == objects.c.nar_file,
                                 nars.c.broken_at.is_(None))),
@@ -88,6 +90,8 @@ class PathService:
         self._caches = caches_
         self._narinfo_query = db.hot.prepare(_NARINFO_BY_NAME)
         self._nar_query = db.hot.prepare(_NAR_BY_NAME)
+        # Retention counts from the last time a client asked for a path's narinfo.
+        self.access_times = AccessTimes(db, objects.c.id, objects.c.accessed_at)
 
     # -- reads on the request path: one indexed query each, also telling whether the cache
     # -- exists and is public, for the permission check --
@@ -96,9 +100,11 @@ class PathService:
         row = self._db.hot.run(self._narinfo_query, {"cache": cache_name, "h": hash_part})
         if row is None:
             return None
-        public, text, signed_by, key_name = row
-        if text is not None and signed_by != key_name:
-            text = self._resigned(cache_name, text, signed_by)
+        public, text, signed_by, key_name, object_id, accessed_at = row
+        if text is not None:
+            self.access_times.seen(object_id, accessed_at)
+            if signed_by != key_name:
+                text = self._resigned(cache_name, text, signed_by)
         return NarinfoLookup(bool(public), text)
 
     def _resigned(self, cache_name: str, text: str, old_key_name: str) -> str:
@@ -244,6 +250,7 @@ class PathService:
     @staticmethod
     def _insert_object(conn: Connection, cache: Cache, info: NarInfo, canonical: NarFile,
                        text: str, key_name: str) -> bool:
+        now = int(time.time())
         return bool(conn.execute(insert_ignore(conn, objects).values(
             cache_id=cache.id, store_path_hash=info.store_path.hash_part,
             store_path=info.store_path.path(cache.store_dir),
@@ -252,7 +259,7 @@ class PathService:
             refs=" ".join(r.base_name for r in info.references),
             deriver=info.deriver.base_name if info.deriver else None,
             system=info.system, sigs="\n".join(info.sigs), ca=info.ca,
-            narinfo=text, signed_by=key_name, created_at=int(time.time()))).rowcount)
+            narinfo=text, signed_by=key_name, created_at=now, accessed_at=now)).rowcount)
 
     def resign_stale(self, cache: Cache) -> int:
         """Re-sign narinfos signed by an earlier key, in short transactions; returns how

@@ -143,7 +143,8 @@ class AtticApi:
             updated = self.services.caches.configure(
                 cache.name, is_public=patch.is_public, priority=patch.priority,
                 upstream_cache_key_names=tuple(names) if names is not None else None,
-                regenerate_keypair=patch.keypair == "Generate")
+                regenerate_keypair=patch.keypair == "Generate",
+                retention_period=patch.retention_period)
             if patch.keypair == "Generate":
                 paths.resign_stale(updated)
             return updated

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from flywheel import __version__
-from flywheel.api import cache_config, objects, state, tokens, upload
+from flywheel.api import cache_config, objects, pins, state, tokens, upload
 from flywheel.api.errors import ErrorBody
 from flywheel.server.access import Endpoint
 from flywheel.server.api import operator_models as m
@@ -131,6 +131,12 @@ WIRES: dict[tuple[str, str], Wire] = {
         "GitHub webhook deliveries (workflow_job), verified by X-Hub-Signature-256",
         m.Delivery, 202, raw_request="application/json"),
     ("GET", "/_api/v1/openapi.json"): Wire("This document", raw_response="application/json"),
+    ("GET", "/_api/v1/caches/{cache}/pins"): Wire(
+        "A cache's pins: store paths whose closure garbage collection keeps", pins.PinList),
+    ("PUT", "/_api/v1/caches/{cache}/pins/{name}"): Wire(
+        "Pin a store path of the cache under this name (moves an existing pin)",
+        pins.PinModel, request=pins.PinRequest),
+    ("DELETE", "/_api/v1/caches/{cache}/pins/{name}"): Wire("Remove a pin", None, 204),
 }
 
 
