@@ -409,11 +409,14 @@ def test_listings_status_and_metrics_name_only_readable_caches(world: World) -> 
 
 
 def test_token_routes_need_an_admin(world: World) -> None:
-    for route in ("/_api/v1/tokens", "/_api/v1/tokens/revoke"):
+    routes = [(m, ep.path) for ep in ENDPOINTS if ep.resource == "tokens" for m in ep.methods]
+    assert len(routes) == 3
+    for method, path in routes:
         for caller, status in (("anonymous", 401), ("reader_a", 403), ("pusher_b", 403)):
-            r = HTTP.post(f"{world.srv.url}{route}", headers=world.headers(caller),
-                          json={"sub": "x", "caches": {"*": {"r": 1}}})
-            assert r.status_code == status, (route, caller, r.text)
+            r = HTTP.request(method, f"{world.srv.url}{path}", headers=world.headers(caller),
+                             json={"sub": "x", "caches": {"*": {"r": 1}}}
+                             if method == "POST" else None)
+            assert r.status_code == status, (method, path, caller, r.text)
 
 
 def _own_cache(w: World, name: str, *flags: str) -> dict[str, str]:
