@@ -80,8 +80,13 @@ class FleetOps:
 
     def _objects(self, cluster: Cluster, spec: SpecText) -> list[Object]:
         loaded = spec.load()
+        # Keys the spec pins win, as in `flywheel fleet render`; the rest are this server's.
+        pinned = loaded.fleet.cache_server.public_keys if loaded.fleet.cache_server else {}
         keys = {}
         for name in caches_named(loaded.fleet):
+            if name in pinned:
+                keys[name] = pinned[name]
+                continue
             cache = self._caches.find(name)
             if cache is None:
                 raise Invalid(f"the fleet spec names cache {name!r}, which this server "

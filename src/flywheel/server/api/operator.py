@@ -52,7 +52,6 @@ CACHE_DETAIL = Endpoint(("GET",), f"{P}/cache-figures/{{cache}}", "server", VIEW
 # The route needs the viewer role, and the cache's own pull right is checked on top.
 INSPECT = Endpoint(("GET",), f"{P}/cache-figures/{{cache}}/inspect", "server", VIEW,
                    "api-cache-figures")
-TOKEN_LIST = Endpoint(("GET",), f"{P}/tokens", "tokens", ADMIN, "api-tokens")
 AUDIT = Endpoint(("GET",), f"{P}/audit", "audit", VIEW, "api-audit")
 WHOAMI = Endpoint(("GET",), f"{P}/whoami", "account", VIEW, "api-account")
 SESSIONS = Endpoint(("GET",), f"{P}/sessions", "account", VIEW, "api-account")
@@ -72,7 +71,7 @@ WEBHOOK = Endpoint(("POST",), f"{P}/webhooks/github", "none", None, "api-webhook
 
 ENDPOINTS = (OVERVIEW, FLEET, DRIFT, RUNNER_DELETE, LISTENER_RESTART, POOL_PREVIEW, POOL_EDIT,
              POOL_PAUSE, POOL_RESUME, CHANGES, CHANGE, CACHE_FIGURES, CACHE_DETAIL, INSPECT,
-             TOKEN_LIST, AUDIT, WHOAMI, SESSIONS, SESSION_REVOKE, PASSKEYS, PASSKEY_OPTIONS,
+             AUDIT, WHOAMI, SESSIONS, SESSION_REVOKE, PASSKEYS, PASSKEY_OPTIONS,
              PASSKEY_REGISTER, PASSKEY_RENAME, PASSKEY_REMOVE, SIGNOUT, SIGNIN, SIGNIN_OPTIONS,
              SIGNIN_PASSKEY, WEBHOOK)
 
@@ -172,9 +171,6 @@ class OperatorApi:
         return _json(await self.ops.inspect(c, r.path_params["cache"],
                                             r.query_params.get("q", "")))
 
-    async def tokens(self, _r: Request, c: Caller) -> Response:
-        return _json(await self.ops.tokens(c))
-
     async def audit(self, r: Request, c: Caller) -> Response:
         q = r.query_params
         limit = _int(q.get("limit"), "limit") or 100
@@ -258,7 +254,7 @@ class OperatorApi:
             POOL_PREVIEW: self.preview, POOL_EDIT: self._change("edit"),
             POOL_PAUSE: self._change("pause"), POOL_RESUME: self._change("resume"),
             CHANGES: self.changes, CHANGE: self.change, CACHE_FIGURES: self.cache_figures,
-            CACHE_DETAIL: self.cache_detail, INSPECT: self.inspect, TOKEN_LIST: self.tokens,
+            CACHE_DETAIL: self.cache_detail, INSPECT: self.inspect,
             AUDIT: self.audit, WHOAMI: self.whoami, SESSIONS: self.sessions,
             SESSION_REVOKE: self.revoke_session, PASSKEYS: self.passkeys,
             PASSKEY_OPTIONS: self.passkey_options, PASSKEY_REGISTER: self.register_passkey,

@@ -195,9 +195,8 @@ class Operations:
 
     async def tokens(self, _caller: Caller) -> m.TokenList:
         rows = await self.offload.run(self.services.tokens.list)
-        return m.TokenList(tokens=[m.TokenInfo.model_validate(
-            {**r, "id": r["jti"], "permissions": json.loads(str(r["permissions"]))})
-            for r in reversed(rows)])
+        return m.TokenList(tokens=[m.TokenInfo.model_validate(asdict(r))
+                                   for r in reversed(rows)])
 
     async def mint(self, caller: Caller, body: MintTokenRequest) -> MintTokenResponse:
         try:
