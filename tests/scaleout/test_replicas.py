@@ -279,3 +279,58 @@ def _b32(digest: bytes) -> str:
     from flywheel.nix.base32 import encode
 
     return encode(digest)
+
+
+def _narinfo_fetches(upstream: FlywheelServer) -> float:
+    total = 0.0
+    for line in HTTP.get(f"{upstream.url}/metrics").text.splitlines():
+        if line.startswith("flywheel_http_requests_total{") and 'route="narinfo"' in line \
+                and 'method="GET"' in line and 'status="200"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_pull_through_fetches_once_verifies_the_key_and_survives_the_upstream_going_away(
+        cluster: Cluster, nix: Nix, other_nix: Nix, tmp_path: Path) -> None:
+    upstream = FlywheelServer(tmp_path / "upstream", workers=1).start()
+    try:
+        top = nix.build_closure(tmp_path, files=2, size=3000)
+        closure = nix.closure(top)
+        nix.copy_to(f"{upstream.url}/main", top, netrc=nix.netrc(upstream.admin_token))
+        upstream_key = str(HTTP.get(f"{upstream.url}/_api/v1/cache-config/main")
+                           .json()["public_key"])
+        for cache, key in (("pt", upstream_key), ("pt-wrong-key", cluster.public_key())):
+            assert HTTP.post(f"{cluster.a.url}/_api/v1/cache-config/{cache}",
+                             headers=cluster.admin, json={}).status_code == 201
+            r = HTTP.patch(f"{cluster.a.url}/_api/v1/cache-config/{cache}",
+                           headers=cluster.admin, json={"upstreams": [
+                               {"url": f"{upstream.url}/main", "public_key": key}]})
+            assert r.status_code == 200, r.text
+        assert HTTP.get(f"{cluster.b.url}/_api/v1/cache-config/pt").json()["upstreams"] == \
+            [{"url": f"{upstream.url}/main", "public_key": upstream_key}]
+
+        leaf = next(p for p in closure if p.endswith("-leaf"))
+        before = _narinfo_fetches(upstream)
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda i: HTTP.get(
+                f"{(cluster.a, cluster.b)[i % 2].url}/pt/{_hash(leaf)}.narinfo").status_code,
+                range(8)))
+        assert statuses == [200] * 8
+        assert _narinfo_fetches(upstream) - before == 1  # concurrent misses fetched once
+        # Not signed by the key the cache names: a plain miss, nothing stored.
+        assert HTTP.get(f"{cluster.a.url}/pt-wrong-key/{_hash(leaf)}.narinfo"
+                        ).status_code == 404
+        assert HTTP.get(f"{cluster.a.url}/_api/v1/caches/pt-wrong-key/objects",
+                        headers=cluster.admin).json()["objects"] == []
+
+        root = tmp_path / "substituted"
+        other_nix.copy_from(f"{cluster.b.url}/pt", root, leaf, keys=cluster.public_key("pt"))
+        assert (root / leaf.lstrip("/") / "bin/hello").exists()
+    finally:
+        upstream.stop()
+    # The upstream is gone half-way: what was pulled is still served, the rest is a miss.
+    assert HTTP.get(f"{cluster.b.url}/pt/{_hash(leaf)}.narinfo").status_code == 200
+    assert HTTP.get(f"{cluster.a.url}/pt/{_hash(top)}.narinfo").status_code == 404
+    missing = other_nix.copy_from(f"{cluster.a.url}/pt", tmp_path / "s2", top,
+                                  keys=cluster.public_key("pt"), check=False)
+    assert missing.returncode != 0 and "HTTP error 5" not in missing.stderr

@@ -7,6 +7,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class UpstreamModel(BaseModel):
+    """A pull-through upstream: a binary cache URL and the key its narinfos are signed by."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=2048)
+    public_key: str = Field(max_length=512)
+
+
 class CacheConfig(BaseModel):
     substituter_endpoint: str
     api_endpoint: str
@@ -16,6 +25,8 @@ class CacheConfig(BaseModel):
     priority: int
     upstream_cache_key_names: list[str]
     retention_period: int | None = None
+    # Our extension: pull-through upstreams, tried in order on a miss.
+    upstreams: list[UpstreamModel] = Field(default_factory=list)
 
 
 class NamedCacheConfig(CacheConfig):
@@ -47,5 +58,7 @@ class ConfigureCacheRequest(BaseModel):
     # Seconds a store path is kept after it was last asked for (garbage collection); as in
     # Attic, "Global" means no period of its own.
     retention_period: int | Literal["Global"] | None = Field(default=None, ge=1)
+    # Our extension: the pull-through upstreams (replaces the list; [] for none).
+    upstreams: list[UpstreamModel] | None = None
     # Our extension: rotate the signing key and re-sign every path.
     keypair: Literal["Generate"] | None = None

@@ -24,6 +24,7 @@ from flywheel.cache.bazel.size_bound import SizeBound
 from flywheel.cache.nix.chunks import ChunkStore
 from flywheel.cache.nix.nars import Chunking, NarStore
 from flywheel.cache.nix.paths import PathService
+from flywheel.cache.nix.upstreams import UpstreamService
 from flywheel.cache.nix.verify import NarLimits
 from flywheel.cache.tenancy import CacheService
 from flywheel.db.engine import Database, ensure_schema, make_engine
@@ -51,6 +52,7 @@ class Services:
     state: StateStore
     traffic: TrafficCounter
     operator: OperatorPlane = field(init=False)
+    upstreams: UpstreamService = field(init=False)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate_schema: bool = True) -> Services:
@@ -97,6 +99,7 @@ class Services:
                        bazel_bound=bound, tokens=tokens, signer=signer, auth=auth, state=state,
                        traffic=TrafficCounter(db))
         services.operator = OperatorPlane.open(settings, services, forge)
+        services.upstreams = UpstreamService(db, caches, services.paths)
         return services
 
     def issue_token(self, sub: str, grants: Grants,
@@ -107,5 +110,6 @@ class Services:
         return token, claims
 
     def close(self) -> None:
+        self.upstreams.close()
         self.traffic.close()
         self.db.close()

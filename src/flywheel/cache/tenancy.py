@@ -13,6 +13,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from flywheel.cache.upstream_config import Upstream, parse_upstreams
 from flywheel.db.engine import Database
 from flywheel.db.schema import caches, objects
 from flywheel.errors import Conflict, Invalid, NotFound
@@ -49,6 +50,8 @@ class Cache:
     signing_key_text: str
     upstream_cache_key_names: tuple[str, ...]
     retention_period: int | None
+    # Pull-through substituters, tried in order on a miss (see cache.nix.upstreams).
+    upstreams: tuple[Upstream, ...] = ()
 
     @property
     def signing_key(self) -> SecretKey:
@@ -64,7 +67,7 @@ class Cache:
 
 _CACHE_COLUMNS = (caches.c.id, caches.c.name, caches.c.is_public, caches.c.priority,
                   caches.c.store_dir, caches.c.signing_key, caches.c.upstream_cache_key_names,
-                  caches.c.retention_period)
+                  caches.c.retention_period, caches.c.upstreams)
 _CACHE_BY_NAME = select(*_CACHE_COLUMNS).where(caches.c.name == bindparam("name"))
 
 
@@ -76,11 +79,11 @@ def _parse_key(text: str) -> SecretKey:
 
 
 def _row_to_cache(row: Sequence[Any]) -> Cache:
-    id_, name, is_public, priority, store_dir, key, upstream, retention = row
+    id_, name, is_public, priority, store_dir, key, upstream, retention, upstreams = row
     return Cache(id=id_, name=name, is_public=bool(is_public), priority=priority,
                  store_dir=store_dir, signing_key_text=key,
                  upstream_cache_key_names=tuple(json.loads(upstream)),
-                 retention_period=retention)
+                 retention_period=retention, upstreams=parse_upstreams(json.loads(upstreams)))
 
 
 def _check_priority(priority: int) -> int:
@@ -147,7 +150,8 @@ class CacheService:
     def configure(self, name: str, *, is_public: bool | None = None, priority: int | None = None,
                   upstream_cache_key_names: tuple[str, ...] | None = None,
                   regenerate_keypair: bool = False,
-                  retention_period: int | Literal["Global"] | None = None) -> Cache:
+                  retention_period: int | Literal["Global"] | None = None,
+                  upstreams: tuple[Upstream, ...] | None = None) -> Cache:
         """Change a cache's settings. A new signing key takes effect at once: narinfos
         signed by the old one are signed afresh when served until re-signed in storage
         (``PathService.resign_stale``)."""
@@ -159,6 +163,8 @@ class CacheService:
             values["priority"] = _check_priority(priority)
         if upstream_cache_key_names is not None:
             values["upstream_cache_key_names"] = json.dumps(list(upstream_cache_key_names))
+        if upstreams is not None:
+            values["upstreams"] = json.dumps([u.to_json() for u in upstreams])
         if retention_period is not None:
             values["retention_period"] = None if retention_period == "Global" \
                 else retention_period

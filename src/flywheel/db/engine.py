@@ -87,6 +87,18 @@ class Database:
         with _unavailable_on_failure(), self._writer.begin() as conn:
             yield conn
 
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold ``name`` against every process and replica on a shared PostgreSQL database
+        while the block runs (in a transaction kept open for it). With SQLite there is
+        nothing to take: holding its write lock that long would stop every other write."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        with _unavailable_on_failure(), self.engine.begin() as conn:
+            lock(conn, name)
+            yield
+
     def close(self) -> None:
         self.hot.close()
         self.engine.dispose()

@@ -15,6 +15,7 @@ from flywheel.app.services import Services
 from flywheel.auth.authorize import CacheAction
 from flywheel.auth.principal import Principal
 from flywheel.cache.nix.nars import NAR_FILE_NAME, NarFile
+from flywheel.cache.nix.paths import NarinfoLookup
 from flywheel.nix.narinfo import MAX_NARINFO_BYTES
 from flywheel.server import metrics
 from flywheel.server.access import Access, Endpoint
@@ -120,6 +121,10 @@ class NixHandler(CacheRoutes):
         self.access.check_cache(principal, name, found.cache_public if found else None,
                                 action)
         assert found is not None
+        if found.text is None and not head and self.services.upstreams.configured(name):
+            # A pull-through cache: fetched, verified and stored from its upstreams.
+            pulled = await self.offload.run(self.services.upstreams.pull, name, hash_part)
+            found = NarinfoLookup(found.cache_public, pulled)
         if found.text is None:
             metrics.count(metrics.NARINFO_LOOKUPS, name, "miss")
             self.services.traffic.lookup(name, "nix", False)

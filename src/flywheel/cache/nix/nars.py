@@ -110,20 +110,22 @@ class NarStore:
     def writer(self) -> BlobWriter:
         return self._blobs.writer()
 
-    def ingest(self, file_name: str, chunks: Iterable[bytes],
-               holder: int | None = None) -> NarFile:
+    def ingest(self, file_name: str, chunks: Iterable[bytes], holder: int | None = None,
+               check: Callable[[NarFile], None] | None = None) -> NarFile:
         """Store a NAR file named by the hash of its bytes, held from now on by the cache
         ``holder``. Returns the canonical file now holding the NAR (this one, or an earlier
         upload of it in any compression)."""
         expected, compression = parse_nar_file_name(file_name)
         if self.chunking is not None:
-            return self.ingest_chunkable(compression, chunks, holder, expected)
+            return self.ingest_chunkable(compression, chunks, holder, expected, check)
         writer = self._blobs.writer()
         try:
             nar = self.verify(compression, chunks, writer.write)
             if nar.file_hash != expected:
                 raise Invalid(f"NAR file hash is {nar.file_hash}, but its name says "
                               f"{expected}: the upload is corrupt or truncated")
+            if check is not None:
+                check(nar)
             writer.finish()
             return self.record(nar, writer, holder)
         finally:

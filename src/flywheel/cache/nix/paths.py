@@ -167,7 +167,7 @@ class PathService:
             raise Invalid("FileHash does not match the uploaded file")
         if info.file_size is not None and info.file_size != named.file_size:
             raise Invalid("FileSize does not match the uploaded file")
-        return self._add_object(cache, info, canonical)
+        return self.add_object(cache, info, canonical)
 
     def _possessed(self, cache: Cache, file_hash: str,
                    readable: Readable) -> tuple[NarFile, NarFile] | None:
@@ -205,12 +205,12 @@ class PathService:
             # The caller may read a copy already (held for this cache from now on, so
             # garbage collection leaves it): verify the bytes, keep none of them.
             _check_sent(info, self.nars.verify("none", chunks))
-            self._add_object(cache, info, known)
+            self.add_object(cache, info, known)
             return UploadOutcome(True, known.file_size)
         if self.nars.chunking is not None:
             kept = self.nars.ingest_chunkable("none", chunks, cache.id,
                                               check=lambda got: _check_sent(info, got))
-            self._add_object(cache, info, kept)
+            self.add_object(cache, info, kept)
             return UploadOutcome(False, kept.file_size)
         writer = self.nars.writer()
         try:
@@ -224,10 +224,10 @@ class PathService:
             kept = self.nars.record(nar, writer, cache.id)
         finally:
             writer.close()
-        self._add_object(cache, info, kept)
+        self.add_object(cache, info, kept)
         return UploadOutcome(False, nar.file_size)
 
-    def _add_object(self, cache: Cache, info: NarInfo, canonical: NarFile) -> bool:
+    def add_object(self, cache: Cache, info: NarInfo, canonical: NarFile) -> bool:
         """List a store path in a cache, pointing at a stored file, with the narinfo it
         will be served as (signed now, so a hit is one lookup). The first upload stays."""
         served = NarInfo(

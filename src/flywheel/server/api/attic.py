@@ -10,7 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flywheel.api.cache_config import CacheConfig, ConfigureCacheRequest, CreateCacheRequest
+from flywheel.api.cache_config import (
+    CacheConfig,
+    ConfigureCacheRequest,
+    CreateCacheRequest,
+    UpstreamModel,
+)
 from flywheel.api.upload import (
     MAX_PREAMBLE_BYTES,
     NAR_INFO_HEADER,
@@ -23,6 +28,7 @@ from flywheel.api.upload import (
 from flywheel.app.services import Services
 from flywheel.auth.authorize import CacheAction, CacheResource
 from flywheel.cache.tenancy import Cache
+from flywheel.cache.upstream_config import Upstream
 from flywheel.errors import Invalid
 from flywheel.nix.hashes import NixHash
 from flywheel.nix.narinfo import NarInfo
@@ -53,7 +59,8 @@ def cache_config(services: Services, cache: Cache) -> CacheConfig:
         substituter_endpoint=f"{base}/{cache.name}", api_endpoint=f"{base}/",
         public_key=cache.public_key, is_public=cache.is_public, store_dir=cache.store_dir,
         priority=cache.priority, upstream_cache_key_names=list(cache.upstream_cache_key_names),
-        retention_period=cache.retention_period)
+        retention_period=cache.retention_period,
+        upstreams=[UpstreamModel(**u.to_json()) for u in cache.upstreams])
 
 
 class AtticApi:
@@ -144,7 +151,9 @@ class AtticApi:
                 cache.name, is_public=patch.is_public, priority=patch.priority,
                 upstream_cache_key_names=tuple(names) if names is not None else None,
                 regenerate_keypair=patch.keypair == "Generate",
-                retention_period=patch.retention_period)
+                retention_period=patch.retention_period,
+                upstreams=None if patch.upstreams is None else tuple(
+                    Upstream.of(u.url, u.public_key) for u in patch.upstreams))
             if patch.keypair == "Generate":
                 paths.resign_stale(updated)
             return updated
