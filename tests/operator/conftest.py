@@ -91,6 +91,7 @@ viewers = ["tailnet:{VIEWER}", "token:viewer-bot", "github-team:acme/sre"]
 [ui]
 changes = "gitops"
 pending-threshold = "1s"
+lock-alert = "1s"
 kubeconfig = "{cluster.kubeconfig}"
 
 [forge]

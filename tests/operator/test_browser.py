@@ -198,6 +198,9 @@ def test_state_locks_and_force_unlock(context: BrowserContext, plane: Plane,
                            content=json.dumps(lock))
     assert locked.status_code == 200, locked.text
     page = context.new_page()
+    page.goto("/_ui/")      # held longer than [ui] lock-alert (1s here): an alert
+    expect(page.locator(".alerts")).to_contain_text(
+        "workspace prod-network is locked by", timeout=WAIT_MS)
     page.goto("/_ui/state")
     row = page.locator("tr", has_text="prod-network")
     expect(row).to_contain_text("held by")

@@ -12,7 +12,7 @@ import httpx
 from flywheel.operator.webhooks import signature
 from tests.fakes.github import schemas
 from tests.fakes.github.instances import webhook
-from tests.operator.conftest import WEBHOOK_SECRET, Plane
+from tests.operator.conftest import ARC_API, NS, WEBHOOK_SECRET, Plane
 
 
 def test_pausing_a_pool_opens_a_pull_request_with_the_diff(plane: Plane) -> None:
@@ -89,6 +89,34 @@ def test_drift_is_what_applying_the_spec_would_change(plane: Plane) -> None:
         drift = viewer.get("/_api/v1/fleet/drift").json()["value"]
     assert "AutoscalingRunnerSet arc-runners/dind: conflict" in drift["lines"] or \
         "AutoscalingRunnerSet arc-runners/dind: change" in drift["lines"], drift
+
+
+def test_remedies_for_runners_and_listeners(plane: Plane) -> None:
+    labels = {"actions.github.com/scale-set-name": "nix",
+              "actions.github.com/scale-set-namespace": NS}
+    plane.cluster.create({"apiVersion": ARC_API, "kind": "EphemeralRunner",
+                          "metadata": {"name": "nix-7xk2p-extra", "namespace": NS,
+                                       "labels": labels},
+                          "spec": {"githubConfigUrl": "https://github.com/acme",
+                                   "githubConfigSecret": "github-app", "runnerScaleSetId": 1}})
+    with plane.api("operator") as ops:
+        gone = ops.delete(f"/_api/v1/fleet/runners/{NS}/nix-7xk2p-extra")
+        assert gone.status_code == 200, gone.text
+        assert plane.cluster.get(ARC_API, "EphemeralRunner", "nix-7xk2p-extra", NS) is None
+        assert ops.delete(f"/_api/v1/fleet/runners/{NS}/nix-7xk2p-extra").status_code == 404
+        assert ops.delete("/_api/v1/fleet/runners/kube-system/coredns").status_code == 404
+        assert ops.delete(f"/_api/v1/fleet/runners/{NS}/Bad_Name").status_code == 400
+        restarted = ops.post(f"/_api/v1/fleet/scale-sets/{NS}/nix/restart-listener")
+        assert restarted.status_code == 200, restarted.text
+        assert restarted.json()["affected"] == ["arc-systems/nix-754b578d-listener"]
+        assert plane.cluster.get(ARC_API, "AutoscalingListener", "nix-754b578d-listener",
+                                 "arc-systems") is None
+        again = ops.post(f"/_api/v1/fleet/scale-sets/{NS}/nix/restart-listener")
+        assert again.status_code == 404 and "no listener" in again.json()["message"]
+    with plane.api("viewer") as viewer:
+        actions = [e["action"] for e in viewer.get("/_api/v1/audit", params={
+            "action": "fleet."}).json()["events"]]
+    assert "fleet.runner.delete" in actions and "fleet.listener.restart" in actions
 
 
 def _deliver(client: httpx.Client, name: str, payload: dict[str, object],

@@ -4,22 +4,24 @@ runner, restart a scale set's listener (ARC's controller makes a new one)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from lightkube.generic_resource import create_namespaced_resource
 
-from flywheel.errors import NotFound
+from flywheel.errors import Invalid, NotFound
 from flywheel.fleet.crds import ARC_GROUP, ARC_VERSION
 from flywheel.fleet.kube import Cluster, Object, Ref
 from flywheel.fleet.render import ARC_API_VERSION
 from flywheel.fleet.scalesets import ScaleSet, scale_sets
-from flywheel.fleet.spec import Fleet
+from flywheel.fleet.spec import DNS_LABEL, Fleet
 from flywheel.fleet.status import SCALE_SET_LABEL, ScaleSetStatus, Stuck, scale_set_status
 
 create_namespaced_resource(ARC_GROUP, ARC_VERSION, "AutoscalingListener",
                            "autoscalinglisteners")
 SCALE_SET_NAMESPACE_LABEL = "actions.github.com/scale-set-namespace"
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ def fleet_view(cluster: Cluster, fleet: Fleet, at: datetime,
     return [scale_set_view(cluster, s, at, pending_limit) for s in scale_sets(fleet)]
 
 
+def _object_name(namespace: str, name: str) -> None:
+    """Names a caller sends go into API paths: only what Kubernetes could have named."""
+    if not DNS_LABEL.fullmatch(namespace) or len(namespace) > 63 or \
+            not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
+        raise Invalid(f"{namespace[:63]!r}/{name[:63]!r} is not a Kubernetes namespace and "
+                      "object name")
+
+
 def find_scale_set(fleet: Fleet, namespace: str, name: str) -> ScaleSet:
     for s in scale_sets(fleet):
         if s.namespace == namespace and s.name == name:
@@ -89,6 +99,7 @@ def find_scale_set(fleet: Fleet, namespace: str, name: str) -> ScaleSet:
 def delete_runner(cluster: Cluster, fleet: Fleet, namespace: str, name: str) -> str:
     """Delete one ephemeral runner of this fleet's scale sets (ARC replaces it if needed);
     returns its scale set's name. Runners of anything else are not this plane's to touch."""
+    _object_name(namespace, name)
     ref = Ref(ARC_API_VERSION, "EphemeralRunner", namespace, name)
     runner = cluster.get(ref)
     owner = ((runner or {}).get("metadata", {}).get("labels") or {}).get(SCALE_SET_LABEL)
@@ -103,6 +114,7 @@ def restart_listener(cluster: Cluster, fleet: Fleet, namespace: str, name: str) 
     """Delete the scale set's AutoscalingListener(s); the controller starts a new one (the
     cure for a listener stuck in a crash loop on a 409 session conflict). Returns the
     listeners deleted."""
+    _object_name(namespace, name)
     find_scale_set(fleet, namespace, name)
     listeners = [o for o in cluster.list(ARC_API_VERSION, "AutoscalingListener",
                                          labels={SCALE_SET_LABEL: name})

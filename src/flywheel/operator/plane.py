@@ -4,6 +4,7 @@ passkeys, audit, queue times and cache figures; and the overview across them."""
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 from flywheel.app.settings import ForgeSettings, Settings
 from flywheel.auth.passkeys import PasskeyService
 from flywheel.db.engine import Database
+from flywheel.errors import FlywheelError
 from flywheel.operator.audit import AuditLog
 from flywheel.operator.caches_view import CachesView
 from flywheel.operator.changes import ChangeLog
@@ -99,7 +101,19 @@ class OperatorPlane:
                                      services.action_cache, services.cas, services.traffic,
                                      settings.base_url))
 
-    def overview(self, services: Services, lock_alerts: list[Alert]) -> Overview:
+    def lock_alerts(self, services: Services) -> list[Alert]:
+        """State locks held longer than [ui] lock-alert; an unreadable backend says so."""
+        source = "the state backend"
+        limit, now = self.settings.ui.lock_alert, time.time()
+        try:
+            spaces = services.state.workspaces()
+        except FlywheelError as e:
+            return [Alert("state-lock", f"cannot read the state backend: {e.message}", source)]
+        return [Alert("state-lock", f"workspace {w.name} is locked by {w.lock.locked_by} for "
+                      f"{int((now - w.lock.locked_at) // 60)} minutes", source)
+                for w in spaces if w.lock is not None and now - w.lock.locked_at > limit]
+
+    def overview(self, services: Services) -> Overview:
         fleet = fetch(f"{self.fleet.describe_cluster()} and {self.fleet.describe_spec()}",
                       self.fleet.view)
         hour, day = queue_windows()
@@ -112,7 +126,8 @@ class OperatorPlane:
             queue_day=fetch(source, lambda: self.jobs.queue_times(day)),
             caches=fetch(DATABASE, lambda: self.caches.figures(services.caches.list())),
             bazel_bound=bound,
-            alerts=alerts(fleet, bound, self.settings.ui.size_alert, lock_alerts))
+            alerts=alerts(fleet, bound, self.settings.ui.size_alert,
+                          self.lock_alerts(services)))
 
 
 def _bound(services: Services) -> tuple[int, int | None]:

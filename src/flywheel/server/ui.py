@@ -24,7 +24,6 @@ from flywheel.auth import authorize as authz
 from flywheel.auth.authorize import ServerAction
 from flywheel.auth.principal import ANONYMOUS
 from flywheel.errors import FlywheelError, Forbidden, Invalid, NotFound, Unauthenticated
-from flywheel.operator.overview import Alert
 from flywheel.operator.sourced import Sourced, fetch
 from flywheel.operator.templating import environment
 from flywheel.server import metrics
@@ -201,27 +200,9 @@ class Pages:
         return Response(self._static[name], media_type=STATIC_TYPES[name],
                         headers={"cache-control": "public, max-age=300"})
 
-    async def _overview(self, c: Caller) -> m.Overview:
-        found = await self.ops.overview(c)
-        found.alerts.extend(m.Alert(**a.__dict__) for a in await self.offload.run(
-            self._lock_alerts))
-        return found
-
-    def _lock_alerts(self) -> list[Alert]:
-        limit = self.ops.services.settings.ui.lock_alert
-        now = time.time()
-        try:
-            spaces = self.ops.services.state.workspaces()
-        except FlywheelError as e:
-            return [Alert("state-lock", f"cannot read the state backend: {e.message}",
-                          "the state backend")]
-        return [Alert("state-lock", f"workspace {w.name} is locked by {w.lock.locked_by} for "
-                      f"{int((now - w.lock.locked_at) // 60)} minutes", "the state backend")
-                for w in spaces if w.lock is not None and now - w.lock.locked_at > limit]
-
     async def overview(self, _r: Request, c: Caller) -> Response:
         return self.render(c, "overview.html", "Overview", "overview",
-                           o=await self._overview(c))
+                           o=await self.ops.overview(c))
 
     def _can(self, c: Caller, resource: Any, action: str) -> bool:
         return authz.may(c.principal, resource, action)
@@ -473,7 +454,7 @@ class Pages:
         raise NotFound(f"no live page {page[:60]!r}")
 
     async def _render_overview(self, c: Caller) -> str:
-        return self.fragment("live/overview.html", o=await self._overview(c))
+        return self.fragment("live/overview.html", o=await self.ops.overview(c))
 
     def routes(self) -> list[Route]:
         pages: dict[Endpoint, Page] = {

@@ -73,7 +73,7 @@ class Operations:
     # -- overview --
 
     async def overview(self, _caller: Caller) -> m.Overview:
-        found = await self.offload.run(self.plane.overview, self.services, [])
+        found = await self.offload.run(self.plane.overview, self.services)
         pools = [m.PoolRunners(**asdict(p)) for p in found.pools.value or []]
         bound = found.bazel_bound.value
         return m.Overview(
