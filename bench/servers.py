@@ -85,11 +85,11 @@ def _cmdline(pid: int) -> bytes:
 
 
 def worker_pids(root: int) -> list[int]:
-    """A server's request-serving processes: nginx's worker processes, or Granian's workers
-    (forks of flywheel's main process, with its command line)."""
-    main = _cmdline(root)
+    """A server's request-serving processes: nginx's worker processes, or flywheel's HTTP
+    workers (``python -m flywheel.server.http_worker N`` under its supervisor)."""
     return [p for p in process_tree(root)[1:]
-            if b"nginx: worker process" in _cmdline(p) or _cmdline(p) == main]
+            if b"nginx: worker process" in _cmdline(p)
+            or b"flywheel.server.http_worker" in _cmdline(p)]
 
 
 class MemoryWatch:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 
 from flywheel.nix.base32 import encode as b32
+from tests.support.hostile import peak_rss_kib, processes_running
 from tests.support.server import FlywheelServer
 
 CHUNK = 1 << 20
@@ -50,33 +49,15 @@ def big_nar(size: int) -> tuple[Iterator[bytes], str, str]:
     return chunks(), b32(h.digest()), "sha256:" + b32(h.digest())
 
 
-def _worker_pids(server: FlywheelServer) -> list[int]:
-    assert server.proc is not None
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getpgid(int(entry)) == server.proc.pid and int(entry) != server.proc.pid:
-                    pids.append(int(entry))
-            except ProcessLookupError:
-                continue
-    return pids
-
-
-def _peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
-
-
 def test_large_upload_streams_without_buffering(server: FlywheelServer) -> None:
     size = 384 << 20
     body, file_hash, _ = big_nar(size)
     r = httpx.put(f"{server.url}/main/nar/{file_hash}.nar", content=body,
                   auth=("x", server.admin_token), timeout=120)
     assert r.status_code == 200, r.text
-    peaks = [_peak_rss_kib(pid) for pid in _worker_pids(server)]
+    assert server.proc is not None
+    peaks = [peak_rss_kib(pid) for pid in
+             processes_running(server.proc.pid, "flywheel.server.http_worker")]
     assert peaks, "no worker processes found"
     # A buffered upload would need at least the NAR's size; streaming stays far below.
     assert max(peaks) < 200 * 1024, f"worker peak RSS {max(peaks)} KiB"
