@@ -53,7 +53,7 @@ class Backends:
         credentials.chmod(0o600)
         url, bucket = postgres.create_database(), seaweed.new_bucket_name()
         sections = {"storage": {"url": f"s3://{bucket}/flywheel",
-                                "s3-endpoint": seaweed.endpoint, "s3-region": "us-east-1",
+                                "endpoint": seaweed.endpoint, "region": "us-east-1",
                                 "credentials-file": str(credentials)}}
         for name, values in extra.items():
             sections.setdefault(name, {}).update(values)

@@ -68,20 +68,19 @@ def cluster(postgres: PostgresServer, seaweed: SeaweedServer,
                              storage={"chunk-nars-from": "32KiB", "chunk-size": "4KiB"},
                              bazel={"max-size": f"{BOUND}"})
     a = backends.replica(root / "a").start()
-    b = backends.replica(root / "b", "--config", str(_redirecting(root, backends))).start()
+    # B takes the same backends as flags, the usual AWS variables and FLYWHEEL_* settings,
+    # and answers NAR downloads with presigned redirects.
+    b = FlywheelServer(root / "b", workers=1, extra_args=[
+        "--database-url", backends.database_url, "--storage", f"s3://{backends.bucket}/flywheel",
+        "--s3-endpoint", seaweed.endpoint], env={
+        **seaweed.env(), "FLYWHEEL_STORAGE_REDIRECT_TTL": "300",
+        "FLYWHEEL_STORAGE_CHUNK_NARS_FROM": "32KiB", "FLYWHEEL_STORAGE_CHUNK_SIZE": "4KiB",
+        "FLYWHEEL_BAZEL_MAX_SIZE": str(BOUND)}).start()
     try:
         yield Cluster(backends, a, b)
     finally:
         b.stop()
         a.stop()
-
-
-def _redirecting(root: Path, backends: Backends) -> Path:
-    """B's settings: the same backends, and NAR downloads answered with presigned URLs."""
-    config = root / "b.toml"
-    text = backends.config.read_text().replace("[storage]\n", "[storage]\nredirect-ttl = 300\n")
-    config.write_text(text)
-    return config
 
 
 def _hash(path: str) -> str:

@@ -63,7 +63,7 @@ class Services:
         db = Database(engine)
         storage = settings.storage
         blobs = open_blob_store(settings.data_dir.absolute(), storage.url,
-                                s3_endpoint=storage.s3_endpoint, s3_region=storage.s3_region,
+                                s3_endpoint=storage.endpoint, s3_region=storage.region,
                                 credentials_file=storage.credentials_file,
                                 multipart_size=storage.multipart_size)
         host = settings.base_url.split("://", 1)[1].split("/", 1)[0].split(":")[0]

@@ -206,8 +206,8 @@ class StorageSettings(_Section):
     # under the data dir.
     url: str | None = None
     # The bucket's server when it is not AWS (MinIO, SeaweedFS), e.g. http://minio:9000.
-    s3_endpoint: str | None = None
-    s3_region: str | None = None
+    endpoint: str | None = None
+    region: str | None = None
     # Keys in the AWS shared-credentials format; unset: the usual AWS_* variables.
     credentials_file: Path | None = None
     # Uploads past this size stream to the bucket as multipart uploads.
@@ -228,7 +228,7 @@ class StorageSettings(_Section):
             raise ValueError(f"storage url must be s3://BUCKET[/PREFIX], got {v!r}")
         return v
 
-    @field_validator("s3_endpoint")
+    @field_validator("endpoint")
     @classmethod
     def _check_endpoint(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"https?://[^\s/]+/?", v):

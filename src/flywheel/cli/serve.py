@@ -48,7 +48,7 @@ def serve(
                              database_url=database_url, public_url=public_url,
                              log_level=log_level, grpc_listen=grpc_listen,
                              **{"bazel.max_size": bazel_max_size, "storage.url": storage,
-                                "storage.s3_endpoint": s3_endpoint})
+                                "storage.endpoint": s3_endpoint})
     setup_logging(settings.log_level)
     try:
         if role == "gc":
