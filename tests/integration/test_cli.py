@@ -71,7 +71,7 @@ def test_serve_refuses_bad_configuration(tmp_path: Path) -> None:
                           env=clean_env(), timeout=60)
     assert proc.returncode == 2
     assert "listen: not HOST:PORT" in proc.stderr
-    assert "workers must be between 1 and 64" in proc.stderr
+    assert "workers: Input should be greater than or equal to 1" in proc.stderr
     assert not (tmp_path / "d").exists()
     proc = subprocess.run([FLYWHEEL, "serve", "--listen", "x"], capture_output=True,
                           text=True, env=clean_env({"FLYWHEEL_DATA_DIR": str(tmp_path / "e")}),
@@ -95,7 +95,7 @@ def test_cache_lifecycle(tmp_path: Path) -> None:
     dup = run_cli(data, "cache", "create", "team-x", check=False)
     assert dup.returncode == 1
     assert "already exists" in dup.stderr
-    for bad in ("Team", "_api", "metrics", "a" * 51, ".x"):
+    for bad in ("Team", "_api", "_ui", "a" * 51, ".x"):
         r = run_cli(data, "cache", "create", bad, check=False)
         assert r.returncode == 1, bad
         assert "invalid cache name" in r.stderr
