@@ -19,25 +19,9 @@ from flywheel.cli import remote
 from flywheel.client import profiles
 from flywheel.client.api import Api
 from flywheel.client.errors import ApiError
-from flywheel.client.nixstore import PathInfo
 from tests.support.clientenv import Client, build_chain, nix_with_user_conf, summary
 from tests.support.nixenv import Nix
 from tests.support.server import FlywheelServer
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "nix"
-H = "0123456789abcdfghijklmnpqrsvwxyz"
-
-
-def _store_path(i: int, name: str = "p") -> str:
-    digits = H[i % 32] * 16 + H[(i // 32) % 32] * 16
-    return f"/nix/store/{digits}-{name}{i}"
-
-
-def _info_for(path: str, refs: tuple[str, ...] = (), size: int = 100,
-              sigs: tuple[str, ...] = ()) -> PathInfo:
-    return PathInfo(path=path, nar_hash="sha256:" + "00" * 32, nar_size=size,
-                    references=refs, deriver=None, signatures=sigs, ca=None)
-
 
 # ---------------------------------------------------------------- end to end
 
