@@ -18,7 +18,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -262,6 +270,11 @@ class Settings(BaseSettings):
     # Seconds a stopping server lets requests in flight finish before aborting them (under
     # Kubernetes' default 30 s grace period).
     drain_timeout: float = Field(default=25.0, ge=0, le=3600)
+    # HTTPS: a certificate and its key (PEM); with client-ca as well, every client must
+    # present a certificate signed by it, and its subject identifies the caller.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
     cache: CacheSettings = CacheSettings()
     bazel: BazelSettings = BazelSettings()
     storage: StorageSettings = StorageSettings()
@@ -294,6 +307,14 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls)
 
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.client_ca is not None and self.tls_cert is None:
+            raise ValueError("client_ca needs tls_cert and tls_key")
+        return self
+
     @property
     def host_port(self) -> tuple[str, int]:
         return parse_listen(self.listen)
@@ -314,7 +335,8 @@ class Settings(BaseSettings):
         host, port = self.host_port
         if host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
-        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
 def _sections() -> dict[str, type[BaseModel]]:

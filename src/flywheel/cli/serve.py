@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,6 +34,14 @@ def serve(
     s3_endpoint: Annotated[str | None, typer.Option(
         help="The bucket's server when it is not AWS, e.g. http://minio:9000",
         show_default=False)] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="Serve HTTPS with this certificate (PEM; with --tls-key)",
+        show_default=False)] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="The certificate's private key (PEM)", show_default=False)] = None,
+    client_ca: Annotated[Path | None, typer.Option(
+        help="Require client certificates signed by this CA (PEM); their subject identifies "
+             "the caller (cert:SUBJECT in [auth])", show_default=False)] = None,
     role: Annotated[str, typer.Option(
         help="serve: answer requests; gc: collect garbage every [gc] interval instead")
     ] = "serve",
@@ -47,6 +56,7 @@ def serve(
     settings = settings_from(config, data_dir=data_dir, listen=listen, workers=workers,
                              database_url=database_url, public_url=public_url,
                              log_level=log_level, grpc_listen=grpc_listen,
+                             tls_cert=tls_cert, tls_key=tls_key, client_ca=client_ca,
                              **{"bazel.max_size": bazel_max_size, "storage.url": storage,
                                 "storage.endpoint": s3_endpoint})
     setup_logging(settings.log_level)

@@ -45,10 +45,11 @@ async def _serve(index: int, settings: Settings) -> int:
 
     from flywheel.server.app import create_app
     from flywheel.server.drain import DrainGate
+    from flywheel.server.tls_front import Listening
 
     gate = DrainGate(create_app(settings))
-    host, port = settings.host_port
-    server = Server(gate, address=host, port=port, interface=Interfaces.ASGI,
+    listening = Listening(settings)   # plain, TLS by Granian, or the client-certificate front
+    server = Server(listening.wrap(gate), **listening.granian(), interface=Interfaces.ASGI,
                     backlog=BACKLOG, backpressure=BACKLOG // settings.workers,
                     log_access=False,
                     log_level=LogLevels.debug if settings.log_level == "debug" else
@@ -58,6 +59,7 @@ async def _serve(index: int, settings: Settings) -> int:
     # here on queue for it.
     server.on_startup(link.report_serving)
     serving = asyncio.create_task(server.serve())
+    await listening.start()
     stopping = asyncio.create_task(stop.requested.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     if serving.done():
@@ -65,6 +67,7 @@ async def _serve(index: int, settings: Settings) -> int:
         log.error("HTTP worker %d: the server ended by itself (%s)", index,
                   serving.exception() or "no error")
         return 1
+    listening.close()
     await gate.drain(stop.remaining())
     # Nothing runs in the app any more; Granian may still be sending a file it was handed.
     # After an abort that leaves half a second before the supervisor's kill.
