@@ -6,13 +6,14 @@ server-sent events arrive as they are sent."""
 from __future__ import annotations
 
 import http.client
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.header import Header
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.fakes.github.threads import serving
 
 PROXY_ADDRESS = "127.0.0.2"
 IDENTITY = ("tailscale-user-login", "tailscale-user-name", "tailscale-user-profile-pic",
@@ -88,12 +89,7 @@ class _Proxy(ThreadingHTTPServer):
 
 @contextmanager
 def tailnet_front(tailnet: Tailnet) -> Iterator[Tailnet]:
-    proxy = _Proxy(tailnet)
-    tailnet.url = f"http://localhost:{proxy.server_address[1]}"
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Proxy(tailnet)) as port:
+        # A host name, not an address: passkeys need one (WebAuthn's relying party).
+        tailnet.url = f"http://localhost:{port}"
         yield tailnet
-    finally:
-        proxy.shutdown()
-        proxy.server_close()

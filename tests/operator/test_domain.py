@@ -16,10 +16,13 @@ from flywheel.db.engine import Database, ensure_schema, make_engine
 from flywheel.errors import Conflict, FailedPrecondition, Invalid, NotFound
 from flywheel.operator import pool_edits
 from flywheel.operator.changes import ChangeLog, propose
+from flywheel.operator.fleet_view import ScaleSetView
 from flywheel.operator.forges.base import ForgeError
 from flywheel.operator.forges.gitlab import GitLabForge
 from flywheel.operator.jobs import JobEvent, JobStore
+from flywheel.operator.overview import Alert, alerts
 from flywheel.operator.pool_edits import PoolSettings
+from flywheel.operator.sourced import Sourced
 from flywheel.operator.spec_source import ForgeSpec
 from flywheel.operator.traffic import TrafficCounter
 from tests.fleet.conftest import EXAMPLE
@@ -117,6 +120,17 @@ def test_traffic_is_counted_in_memory_and_stored_in_batches(db: Database) -> Non
     assert [(p.pusher, p.count, p.bytes_in) for p in counter.top_pushers("main", 0)] == \
         [("ci-bot", 1, 1234)]
     counter.close()
+
+
+def test_alerts_for_a_bound_nearly_reached_and_stuck_runners() -> None:
+    fleet: Sourced[list[ScaleSetView]] = Sourced("the cluster", [])
+    found = alerts(fleet, Sourced("the database", (95, 100)), 0.9,
+                   [Alert("state-lock", "workspace w is locked", "the state backend")])
+    assert [(a.kind, a.message) for a in found] == [
+        ("size-bound", "Bazel content uses 95 of its 100 bytes (95%)"),
+        ("state-lock", "workspace w is locked")]
+    assert alerts(fleet, Sourced("the database", (80, 100)), 0.9, []) == []
+    assert alerts(fleet, Sourced("the database", (80, None)), 0.9, []) == []
 
 
 def test_queue_times_keep_the_latest_state_whatever_the_order(db: Database) -> None:

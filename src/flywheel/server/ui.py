@@ -23,6 +23,7 @@ from flywheel.api.tokens import MintTokenRequest
 from flywheel.auth import authorize as authz
 from flywheel.auth.authorize import ServerAction
 from flywheel.auth.principal import ANONYMOUS
+from flywheel.auth.sessions import COOKIE
 from flywheel.errors import FlywheelError, Forbidden, Invalid, NotFound, Unauthenticated
 from flywheel.operator.sourced import Sourced, fetch
 from flywheel.operator.templating import environment
@@ -407,7 +408,7 @@ class Pages:
     async def signout(self, _r: Request, c: Caller) -> Response:
         await self.ops.signout(c)
         response = RedirectResponse(f"{U}/signin", 303)
-        response.delete_cookie("flywheel_session", path="/")
+        response.delete_cookie(COOKIE, path="/")
         return response
 
     # -- live updates --

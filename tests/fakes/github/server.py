@@ -26,6 +26,7 @@ import jwt
 
 from tests.fakes.github import schemas
 from tests.fakes.github.instances import rest_component
+from tests.fakes.github.threads import serving
 
 ROUTES = [
     ("GET", "/repos/{owner}/{repo}/contents/{path}"),
@@ -362,12 +363,6 @@ class _Server(ThreadingHTTPServer):
 
 @contextmanager
 def running(fake: FakeGitHub) -> Iterator[FakeGitHub]:
-    server = _Server(fake)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(_Server(fake)) as port:
+        fake.url = f"http://127.0.0.1:{port}"
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()

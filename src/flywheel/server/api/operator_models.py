@@ -217,19 +217,6 @@ class Inspected(BaseModel):
     cas_blob_size: int | None
 
 
-class TokenInfo(BaseModel):
-    id: str
-    sub: str
-    issued_at: int
-    expires_at: int | None
-    revoked_at: int | None
-    permissions: dict[str, Any]
-
-
-class TokenList(BaseModel):
-    tokens: list[TokenInfo]
-
-
 class AuditEvent(BaseModel):
     id: int
     at_ms: int

@@ -9,7 +9,13 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from flywheel.api.tokens import MintTokenRequest, MintTokenResponse, RevokeTokenResponse
+from flywheel.api.tokens import (
+    MintTokenRequest,
+    MintTokenResponse,
+    RevokeTokenResponse,
+    TokenList,
+    TokenRecord,
+)
 from flywheel.app.services import Services
 from flywheel.auth.authorize import CacheAction
 from flywheel.auth.identities import Identity
@@ -193,10 +199,9 @@ class Operations:
 
     # -- tokens --
 
-    async def tokens(self, _caller: Caller) -> m.TokenList:
+    async def tokens(self, _caller: Caller) -> TokenList:
         rows = await self.offload.run(self.services.tokens.list)
-        return m.TokenList(tokens=[m.TokenInfo.model_validate(asdict(r))
-                                   for r in reversed(rows)])
+        return TokenList(tokens=[TokenRecord.model_validate(asdict(r)) for r in reversed(rows)])
 
     async def mint(self, caller: Caller, body: MintTokenRequest) -> MintTokenResponse:
         try:
