@@ -27,7 +27,7 @@ from flywheel.auth.sessions import COOKIE
 from flywheel.errors import FlywheelError, Forbidden, Invalid, NotFound, Unauthenticated
 from flywheel.operator.sourced import Sourced, fetch
 from flywheel.operator.templating import environment
-from flywheel.server import metrics
+from flywheel.server import metrics, readiness
 from flywheel.server.access import Endpoint
 from flywheel.server.api import operator_models as m
 from flywheel.server.api.operator import session_cookie
@@ -421,7 +421,11 @@ class Pages:
             yield f"retry: {int(LIVE_EVERY * 1000)}\n\n"
             last = None
             deadline = time.monotonic() + LIVE_FOR
-            while time.monotonic() < deadline and not await r.is_disconnected():
+            # A stream ends when the worker drains too (at most LIVE_EVERY later), so an
+            # open dashboard never holds a stopping server up; the browser reconnects to
+            # another one.
+            while time.monotonic() < deadline and not await r.is_disconnected() and \
+                    readiness.not_ready_reason() != readiness.SHUTTING_DOWN:
                 html = await render()
                 if html != last:
                     last = html
