@@ -53,6 +53,9 @@ class BlobStore(Protocol):
     def open(self, key: str) -> BinaryIO:
         """Raises FileNotFoundError if absent."""
 
+    def get(self, key: str) -> bytes:
+        """A small blob's bytes in one piece; raises FileNotFoundError if absent."""
+
     def local_path(self, key: str) -> str | None:
         """A filesystem path for zero-copy serving, where the backend has one."""
 

@@ -104,6 +104,10 @@ class LocalBlobStore:
     def open(self, key: str) -> BinaryIO:
         return open(self.local_path(key), "rb")
 
+    def get(self, key: str) -> bytes:
+        with storage_faults("reading content"), self.open(key) as f:
+            return f.read()
+
     def local_path(self, key: str) -> str:
         # Two levels of fan-out keep directories small at millions of blobs. Plain string
         # joins: this runs for every blob served, and pathlib costs more.

@@ -263,6 +263,10 @@ class S3BlobStore:
             stream = result.stream(min_chunk_size=_READ_CHUNK)
         return io.BufferedReader(_Stream(iter(stream)), _READ_CHUNK)
 
+    def get(self, key: str) -> bytes:
+        with s3_faults("reading content"):
+            return bytes(obstore.get(self.store, key).bytes())
+
     def local_path(self, key: str) -> None:
         return None
 
