@@ -91,6 +91,9 @@ def test_hit_rate_follows_a_real_nix_substitution(context: BrowserContext, plane
     shot(page, artifacts, "cache")
     page.goto("/_ui/caches")
     shot(page, artifacts, "caches")
+    page.goto("/_ui/")
+    expect(page.locator('[data-figure="hit-rate-main"]')).not_to_have_text("—")
+    shot(page, artifacts, "overview-traffic")
 
 
 def test_mint_and_revoke_a_token(context: BrowserContext, plane: Plane,
