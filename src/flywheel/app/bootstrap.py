@@ -8,6 +8,7 @@ from pathlib import Path
 from flywheel.app.secrets import write_private_file
 from flywheel.app.services import Services
 from flywheel.auth.permissions import CachePermission, Grants
+from flywheel.errors import Conflict
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +23,11 @@ def admin_token_path(data_dir: Path) -> Path:
 
 def first_start(services: Services) -> None:
     if not services.caches.list():
-        cache = services.caches.create(DEFAULT_CACHE, is_public=True)
-        log.info("created public cache %r with key %s", cache.name, cache.public_key)
+        try:
+            cache = services.caches.create(DEFAULT_CACHE, is_public=True)
+            log.info("created public cache %r with key %s", cache.name, cache.public_key)
+        except Conflict:
+            pass  # another replica starting on the same database created it first
     path = admin_token_path(services.settings.data_dir)
     if not path.exists():
         token, _ = services.issue_token("admin", Grants((("*", ALL),), admin=True), None)

@@ -74,7 +74,6 @@ class Services:
                         redirect_ttl=storage.redirect_ttl,
                         chunking=None if storage.chunk_nars_from is None else Chunking(
                             ChunkStore(db, blobs), storage.chunk_nars_from, storage.chunk_size))
-
         bound = SizeBound(settings.bazel.max_size, blobs)
         cas = CasStore(db, blobs, bound)
         action_cache = ActionCache(db, blobs, cas, bound, settings.bazel.max_action_refs)
@@ -84,7 +83,11 @@ class Services:
             token_secret = shared_secret(db, "token-secret", token_secret)
         signer = TokenSigner(token_secret)
         tokens = TokenRegistry(db)
-        state = StateStore(db, StateCipher(load_or_create_state_key(settings.data_dir)),
+        state_key = load_or_create_state_key(settings.data_dir)
+        if is_shared(db):
+            # Replicas must read each other's versions, as they accept each other's tokens.
+            state_key = shared_secret(db, "state-key", state_key)
+        state = StateStore(db, StateCipher(state_key),
                            retention=settings.state.retention,
                            max_size=settings.state.max_size)
         forge = make_forge(settings.forge)

@@ -52,7 +52,10 @@ def local_services(config: Path | None, data_dir: Path | None) -> Iterator[Servi
     from flywheel.errors import FlywheelError
 
     settings = settings_from(config, data_dir=data_dir)
-    services = Services.open(settings)
+    try:
+        services = Services.open(settings)
+    except FlywheelError as e:  # e.g. a schema that needs `flywheel db upgrade`
+        raise fail(e.message) from None
     try:
         yield services
     except FlywheelError as e:
