@@ -141,3 +141,20 @@ def test_a_narinfo_whose_nar_row_vanishes_meanwhile_is_not_taken_as_present(
     with pytest.raises(FailedPrecondition, match="upload it again"):
         world.paths.put_narinfo(a, H2, text, nobody)
     assert world.paths.narinfo("a", H2).text is None  # type: ignore[union-attr]
+
+
+def test_a_compression_that_loses_the_race_keeps_no_bytes(world: World) -> None:
+    """Two compressions of one NAR upload at once: both may place their files before
+    either records; the one recorded second becomes an alias and its bytes go."""
+    nar = nar_of(b"raced" * 1000)
+    xz = lzma.compress(nar)
+    writer = world.nars.writer()
+    late = world.nars.verify("xz", [xz], writer.write)
+    writer.finish()
+    writer.place(f"nar/{late.file_hash}")  # placed, not yet recorded
+    first_name, _ = narinfo_for(H1, nar, nar)
+    first = world.nars.ingest(first_name, [nar])
+    assert world.nars.record(late, writer) == first
+    writer.close()
+    assert world.blobs.size(f"nar/{late.file_hash}") is None
+    assert world.blobs.size(f"nar/{first.file_hash}") == len(nar)

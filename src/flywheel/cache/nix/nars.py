@@ -159,6 +159,10 @@ class NarStore:
             if canonical is not None and canonical.file_hash != nar.file_hash and \
                     self._intact(canonical):
                 _insert_alias(conn, nar, canonical.file_hash)
+                # Another compression of this NAR won the race: the bytes this upload may
+                # have placed are not kept (no row names them as stored, and the lock keeps
+                # anyone from recording them meanwhile).
+                self._blobs.delete(nar_blob_key(nar.file_hash))
                 kept = canonical
             elif self._blobs.size(nar_blob_key(nar.file_hash)) != nar.file_size:
                 return None
