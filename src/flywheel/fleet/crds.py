@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from flywheel.errors import FailedPrecondition
+
 ARC_GROUP = "actions.github.com"
 ARC_VERSION = "v1alpha1"
 CRDS_ENV = "ARC_CRDS"
@@ -19,8 +21,8 @@ CRDS_ENV = "ARC_CRDS"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class CrdError(Exception):
-    pass
+class CrdError(FailedPrecondition):
+    """The ARC CRDs to validate against are missing or unreadable."""
 
 
 @dataclass(frozen=True)

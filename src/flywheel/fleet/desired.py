@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from flywheel.errors import Invalid
 from flywheel.fleet.keys import CacheLookupError, resolve_keys
 from flywheel.fleet.loader import LoadedSpec, line_of
 from flywheel.fleet.render import Object, render
@@ -15,7 +16,7 @@ from flywheel.fleet.spec import Pool
 from flywheel.fleet.validate import Validator
 
 
-class RenderError(Exception):
+class RenderError(Invalid):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines

@@ -16,6 +16,7 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from flywheel.client.files import atomic_write, existing_mode
+from flywheel.errors import Invalid
 from flywheel.fleet.kube import Cluster, KubeError, Ref
 from flywheel.fleet.loader import LoadedSpec, SpecError, load_text, yaml_parser
 from flywheel.fleet.scalesets import ScaleSet, scale_sets
@@ -25,8 +26,8 @@ APP_KEYS = ("github_app_id", "github_app_installation_id", "github_app_private_k
 PAT_KEYS = ("github_token",)
 
 
-class EnrollError(Exception):
-    pass
+class EnrollError(Invalid):
+    """An enrollment the spec cannot take (an unknown pool, a colliding scale set)."""
 
 
 @dataclass

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import httpx
 
+from flywheel.errors import FailedPrecondition
 from flywheel.fleet.spec import Fleet
 
 
-class CacheLookupError(Exception):
-    pass
+class CacheLookupError(FailedPrecondition):
+    """A pool's cache key could not be had from the cache server."""
 
 
 def caches_named(fleet: Fleet) -> list[str]:

@@ -21,6 +21,7 @@ from lightkube.config.kubeconfig import SingleConfig
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
 
+from flywheel.errors import Conflict, Unavailable
 from flywheel.fleet.crds import ARC_GROUP, ARC_VERSION, Crds, schemas_of
 
 Object = dict[str, Any]
@@ -34,12 +35,18 @@ for _kind, _plural in ARC_KINDS.items():
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 
-class KubeError(Exception):
+class KubeError(Unavailable):
+    """The Kubernetes API could not be reached, or refused a call."""
+
     def __init__(self, message: str, *, status: int | None = None,
                  conflicts: list[str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.conflicts = conflicts or []
+
+
+class KubeConflict(KubeError, Conflict):
+    """Another field manager owns fields this apply would change."""
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,8 @@ def _error(e: ApiError) -> KubeError:
     body = e.response.json() if e.response is not None else {}
     causes = (body.get("details") or {}).get("causes") or []
     fields = [c["field"] for c in causes if c.get("reason") == "FieldManagerConflict"]
-    return KubeError(str(body.get("message") or e), status=body.get("code"), conflicts=fields)
+    error = KubeConflict if body.get("code") == 409 else KubeError
+    return error(str(body.get("message") or e), status=body.get("code"), conflicts=fields)
 
 
 class Cluster:

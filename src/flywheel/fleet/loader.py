@@ -12,12 +12,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from flywheel.errors import Invalid
 from flywheel.fleet.rules import problems
 from flywheel.fleet.scalesets import Path as FieldPath
 from flywheel.fleet.spec import Fleet
 
 
-class SpecError(Exception):
+class SpecError(Invalid):
     """One or more problems in a fleet spec, each already formatted with file and line."""
 
     def __init__(self, lines: list[str]) -> None:

@@ -12,11 +12,13 @@ from typing import Any
 
 import yaml
 
+from flywheel.errors import Invalid
+
 CLUSTER_DIR = "_cluster"   # cluster-scoped objects (namespaces); no namespace starts with "_"
 
 
-class ManifestError(Exception):
-    pass
+class ManifestError(Invalid):
+    """A rendered object that could not be written as a manifest."""
 
 
 class _Dumper(yaml.SafeDumper):
