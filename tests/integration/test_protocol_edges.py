@@ -1018,19 +1018,27 @@ def test_metrics_count_across_workers(env: Env, stored: Stored) -> None:
         assert HTTP.get(f"{env.url}/main/{stored.hash_part}.narinfo").status_code == 200
     for _ in range(misses):
         assert HTTP.get(f"{env.url}/main/{_hash_part()}.narinfo").status_code == 404
-    after = HTTP.get(f"{env.url}/metrics")
-    assert after.status_code == 200
-    assert after.headers["content-type"].startswith("text/plain")
 
     def delta(name: str, **labels: str) -> float:
         return _metric(after.text, name, **labels) - _metric(before, name, **labels)
 
-    assert delta("flywheel_nix_narinfo_lookups_total", cache="main", result="hit") == hits
-    assert delta("flywheel_nix_narinfo_lookups_total", cache="main", result="miss") == misses
-    assert delta("flywheel_http_requests_total", route="narinfo", method="GET",
-                 status="200") == hits
-    assert delta("flywheel_http_requests_total", route="narinfo", method="GET",
-                 status="404") == misses
+    # Each worker writes its counts in batches (metrics.FLUSH_SECONDS): the other worker's
+    # may land a moment after this scrape.
+    deadline = time.monotonic() + 5
+    while True:
+        after = HTTP.get(f"{env.url}/metrics")
+        assert after.status_code == 200
+        assert after.headers["content-type"].startswith("text/plain")
+        seen = (delta("flywheel_nix_narinfo_lookups_total", cache="main", result="hit"),
+                delta("flywheel_nix_narinfo_lookups_total", cache="main", result="miss"),
+                delta("flywheel_http_requests_total", route="narinfo", method="GET",
+                      status="200"),
+                delta("flywheel_http_requests_total", route="narinfo", method="GET",
+                      status="404"))
+        if seen == (hits, misses, hits, misses) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert seen == (hits, misses, hits, misses)
     # Both worker processes have written counters that this one scrape summed.
     files = [f for f in os.listdir(env.srv.data_dir / "run" / "metrics")
              if f.startswith("counter_")]

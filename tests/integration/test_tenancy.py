@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -396,6 +397,13 @@ def test_listings_status_and_metrics_name_only_readable_caches(world: World) -> 
     for cache in CACHES:
         HTTP.get(f"{base}/{cache}/{world.path}.narinfo", headers={
             "Authorization": f"Bearer {world.srv.admin_token}"})
+    # Workers write counts in batches: wait until the admin's view names every cache.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not all(
+            f'cache="{c}"' in HTTP.get(f"{base}/metrics", headers={
+                "Authorization": f"Bearer {world.srv.admin_token}"}).text
+            for c in CACHES):
+        time.sleep(0.1)
     for caller, visible in (("anonymous", {"pub"}), ("reader_a", {"a", "pub"}),
                             ("pusher_b", {"b", "pub"})):
         listed = {c["name"] for c in HTTP.get(f"{base}/_api/v1/caches",

@@ -13,7 +13,6 @@ from flywheel.server.blocking import Offload
 from flywheel.server.errors import answer
 from flywheel.server.responses import (
     ClientDisconnected,
-    Message,
     Receive,
     Scope,
     Send,
@@ -41,24 +40,18 @@ class CacheRoutes:
         method = scope["method"]
         tracked = TrackedReceive(receive)
         status = 500
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
         try:
-            status = await dispatch(tracked, tracking_send)
+            status = await dispatch(tracked, send)
         except ClientDisconnected:
             status = 499
         except Exception as e:  # every failure gets an answer; ``answer`` logs the unforeseen
-            if started:
-                raise
             status, message, extra = answer(e)
             if method not in ("GET", "HEAD") and not await tracked.drain(_DRAIN_LIMIT, 1.0):
                 extra.append((b"connection", b"close"))
-            await send_error(send, status, message, method == "HEAD", extra)
+            try:
+                await send_error(send, status, message, method == "HEAD", extra)
+            except Exception:  # a response had begun already: the failure is the answer
+                raise e from None
         finally:
             metrics.count(metrics.REQUESTS, route, metrics.method_label(method), str(status))
 

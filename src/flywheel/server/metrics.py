@@ -3,7 +3,10 @@ multiprocess mode when the server runs several workers."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,17 +34,45 @@ BAZEL_LOOKUPS = Counter("flywheel_bazel_lookups", "Bazel action-cache and CAS lo
 BAZEL_UPLOADS = Counter("flywheel_bazel_uploads", "Bazel entries stored", ["cache", "kind"])
 
 
-_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+# Counts reach the shared (multiprocess) counters in batches: writing one there takes a
+# lock and a write to a memory-mapped file, several times what a hot request costs
+# otherwise. A batch is written at most this long after its first count.
+FLUSH_SECONDS = 0.5
+
+# (counter, labels) -> [labelled child, amount not yet written]
+_pending: dict[tuple[int, tuple[str, ...]], list[Any]] = {}
+_lock = threading.Lock()
+_flush_scheduled = False
 
 
 def count(counter: Counter, *labels: str, amount: float = 1) -> None:
-    """``counter.labels(*labels).inc(amount)``, remembering each labelled child: resolving
-    labels costs more than the increment, and the label sets are few and fixed."""
+    """``counter.labels(*labels).inc(amount)``, batched (see FLUSH_SECONDS)."""
+    global _flush_scheduled
     key = (id(counter), labels)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = counter.labels(*labels)
-    child.inc(amount)
+    with _lock:
+        entry = _pending.get(key)
+        if entry is None:
+            entry = _pending[key] = [counter.labels(*labels), 0.0]
+        entry[1] += amount
+        if _flush_scheduled:
+            return
+        _flush_scheduled = True
+    try:
+        asyncio.get_running_loop().call_later(FLUSH_SECONDS, flush)
+    except RuntimeError:  # no event loop in this thread: write at once
+        flush()
+
+
+@atexit.register
+def flush() -> None:
+    """Write what was counted to the shared counters."""
+    global _flush_scheduled
+    with _lock:
+        _flush_scheduled = False
+        for entry in _pending.values():
+            if entry[1]:
+                entry[0].inc(entry[1])
+                entry[1] = 0.0
 
 
 def _registry() -> CollectorRegistry:
@@ -69,12 +100,14 @@ class _Visible:
 
 def exposition(visible: Callable[[str], bool]) -> tuple[bytes, str]:
     """The Prometheus text, with per-cache samples only for caches ``visible`` admits."""
+    flush()
     return generate_latest(_Visible(_registry(), visible)), CONTENT_TYPE_LATEST
 
 
 def lookup_counts() -> dict[str, dict[str, int]]:
     """Hits and misses per cache, summed over every worker process:
     {cache: {"nix_hit": n, "nix_miss": n, "ac_hit": n, "ac_miss": n, "cas_hit": ...}}."""
+    flush()
     counts: dict[str, dict[str, int]] = {}
     for family in _registry().collect():
         if family.name not in ("flywheel_nix_narinfo_lookups", "flywheel_bazel_lookups"):
