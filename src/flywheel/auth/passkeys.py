@@ -11,22 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import webauthn
 from sqlalchemy import delete, insert, select, update
-from webauthn.helpers import bytes_to_base64url
-from webauthn.helpers.exceptions import InvalidAuthenticationResponse, InvalidRegistrationResponse
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from flywheel.auth.identities import Identity
 from flywheel.auth.tokens import Clock
 from flywheel.db.engine import Database
 from flywheel.errors import Conflict, Invalid, NotFound, Unauthenticated
 from flywheel.operator.schema import challenges, passkeys
+
+# webauthn is imported by the ceremonies: ~4 MiB per server process, for passkey requests only.
 
 CHALLENGE_SECONDS = 300
 MAX_PASSKEYS = 20
@@ -48,6 +41,8 @@ def _user_handle(identity: Identity) -> bytes:
 
 def _challenge_of(credential: dict[str, Any]) -> bytes:
     """The challenge the browser signed, from clientDataJSON (checked again by webauthn)."""
+    import webauthn
+
     try:
         client_data = json.loads(webauthn.base64url_to_bytes(
             credential["response"]["clientDataJSON"]))
@@ -72,6 +67,8 @@ class PasskeyService:
         return self.rp_id
 
     def _remember(self, challenge: bytes, purpose: str, identity: Identity | None) -> None:
+        from webauthn.helpers import bytes_to_base64url
+
         now = int(self._clock())
         with self._db.write() as conn:
             conn.execute(delete(challenges).where(challenges.c.expires_at < now))
@@ -83,6 +80,8 @@ class PasskeyService:
     def _consume(self, challenge: bytes, purpose: str, identity: Identity | None) -> None:
         """Use a challenge up: one that was never issued, expired, issued for something else
         or to someone else, or already used, is refused."""
+        from webauthn.helpers import bytes_to_base64url
+
         now = int(self._clock())
         with self._db.write() as conn:
             used = conn.execute(delete(challenges).where(
@@ -95,6 +94,14 @@ class PasskeyService:
                                   "start again")
 
     def registration_options(self, identity: Identity) -> str:
+        import webauthn
+        from webauthn.helpers.structs import (
+            AuthenticatorSelectionCriteria,
+            PublicKeyCredentialDescriptor,
+            ResidentKeyRequirement,
+            UserVerificationRequirement,
+        )
+
         rp_id = self._relying_party()
         existing = [PublicKeyCredentialDescriptor(id=webauthn.base64url_to_bytes(p.credential_id))
                     for p in self.list(identity)]
@@ -111,6 +118,10 @@ class PasskeyService:
         return webauthn.options_to_json(options)
 
     def register(self, identity: Identity, credential: dict[str, Any], name: str) -> Passkey:
+        import webauthn
+        from webauthn.helpers import bytes_to_base64url
+        from webauthn.helpers.exceptions import InvalidRegistrationResponse
+
         rp_id = self._relying_party()
         challenge = _challenge_of(credential)
         self._consume(challenge, "register", identity)
@@ -134,6 +145,9 @@ class PasskeyService:
         return Passkey(credential_id, identity, name, now, None)
 
     def authentication_options(self) -> str:
+        import webauthn
+        from webauthn.helpers.structs import UserVerificationRequirement
+
         options = webauthn.generate_authentication_options(
             rp_id=self._relying_party(), challenge=secrets.token_bytes(32),
             user_verification=UserVerificationRequirement.PREFERRED)
@@ -143,6 +157,9 @@ class PasskeyService:
     def authenticate(self, credential: dict[str, Any]) -> Identity:
         """The identity a passkey is bound to, once its signature over a fresh challenge
         checks out."""
+        import webauthn
+        from webauthn.helpers.exceptions import InvalidAuthenticationResponse
+
         rp_id = self._relying_party()
         challenge = _challenge_of(credential)
         self._consume(challenge, "login", None)

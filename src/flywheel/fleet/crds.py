@@ -10,15 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flywheel.errors import FailedPrecondition
 
 ARC_GROUP = "actions.github.com"
 ARC_VERSION = "v1alpha1"
 CRDS_ENV = "ARC_CRDS"
-# The CRDs are megabytes of YAML: libyaml reads them ten times faster than pure Python.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class CrdError(FailedPrecondition):
@@ -54,10 +50,15 @@ def schemas_of(documents: Iterable[Any]) -> dict[str, dict[str, Any]]:
 def from_directory(directory: Path) -> Crds:
     if not directory.is_dir():
         raise CrdError(f"{directory} is not a directory of CRD files")
+    # Imported here: only commands reading CRDs from files need PyYAML, never the server.
+    import yaml
+
+    # The CRDs are megabytes of YAML: libyaml reads them ten times faster than pure Python.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     documents: list[Any] = []
     for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
         with path.open(encoding="utf-8") as f:
-            documents += list(yaml.load_all(f, Loader=_LOADER))
+            documents += list(yaml.load_all(f, Loader=loader))
     schemas = schemas_of(documents)
     if not schemas:
         raise CrdError(f"{directory} holds no {ARC_GROUP}/{ARC_VERSION} "

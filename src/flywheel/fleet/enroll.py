@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-
 from flywheel.client.files import atomic_write, existing_mode
 from flywheel.errors import Invalid
 from flywheel.fleet.kube import Cluster, KubeError, Ref
@@ -24,6 +22,7 @@ from flywheel.fleet.spec import Fleet
 
 APP_KEYS = ("github_app_id", "github_app_installation_id", "github_app_private_key")
 PAT_KEYS = ("github_token",)
+# ruamel.yaml is imported in enroll(): the server imports this module (pool_edits) but never that.
 
 
 class EnrollError(Invalid):
@@ -110,6 +109,8 @@ def secret_steps(fleet: Fleet, s: ScaleSet, installation_id: int | None) -> list
 
 def enroll(path: Path, *, org: str | None, repo: str | None, pool: str,
            installation_id: int | None, name: str | None) -> Edit:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     before = path.read_text(encoding="utf-8")
     spec = load_text(path, before)
     target = _target(org, repo)

@@ -5,34 +5,35 @@ field manager, delete. Objects go in and come out as plain dicts; failures becom
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx2
-from lightkube import ApiError, Client, ConfigError, KubeConfig
-from lightkube.codecs import from_dict, resource_registry
-from lightkube.config.client_adapter import Client as RawClient
-from lightkube.config.client_adapter import ConnectionParams
-from lightkube.config.kubeconfig import SingleConfig
-from lightkube.core.resource import NamespacedResource
-from lightkube.generic_resource import create_namespaced_resource
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import Conflict, Unavailable
 from flywheel.fleet.crds import ARC_GROUP, ARC_VERSION, Crds, schemas_of
+
+if TYPE_CHECKING:
+    from lightkube import ApiError
+    from lightkube.config.kubeconfig import SingleConfig
+    from lightkube.core.resource_registry import ResourceRegistry
+
+# lightkube is imported where a cluster is used: ~4 MiB per server process, for fleet work only.
 
 Object = dict[str, Any]
 
 ARC_KINDS = {"AutoscalingRunnerSet": "autoscalingrunnersets",
              "EphemeralRunnerSet": "ephemeralrunnersets",
              "EphemeralRunner": "ephemeralrunners"}
-for _kind, _plural in ARC_KINDS.items():
-    create_namespaced_resource(ARC_GROUP, ARC_VERSION, _kind, _plural)
+# Read, never rendered: ARC's controller makes them (the operator plane restarts them).
+ARC_READ_KINDS = {"AutoscalingListener": "autoscalinglisteners"}
 
 IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+_REGISTERING = threading.Lock()
 
 
 class KubeError(Unavailable):
@@ -65,8 +66,22 @@ class Ref:
         return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
 
 
+@functools.cache
+def _registry() -> ResourceRegistry:
+    """lightkube's resource registry with ARC's kinds in it, registered on first use."""
+    from lightkube.codecs import resource_registry
+    from lightkube.generic_resource import create_namespaced_resource
+
+    with _REGISTERING:   # two threads registering one kind at once: the second is refused
+        for kind, plural in (ARC_KINDS | ARC_READ_KINDS).items():
+            create_namespaced_resource(ARC_GROUP, ARC_VERSION, kind, plural)
+    return resource_registry
+
+
 def load_config(kubeconfig: Path | None, context: str | None) -> SingleConfig:
     """The flag, else $KUBECONFIG, else ~/.kube/config, else the pod's service account."""
+    from lightkube import ConfigError, KubeConfig
+
     try:
         path = kubeconfig or (Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
                               if os.environ.get("KUBECONFIG") else Path.home() / ".kube/config")
@@ -83,7 +98,7 @@ def load_config(kubeconfig: Path | None, context: str | None) -> SingleConfig:
 
 def _resource(api_version: str, kind: str) -> Any:
     # Any: lightkube's overloads pick on the class, which is only known at run time here.
-    return resource_registry.load(api_version, kind)
+    return _registry().load(api_version, kind)
 
 
 def _plain(obj: Any) -> Object:
@@ -100,6 +115,12 @@ def _error(e: ApiError) -> KubeError:
 
 class Cluster:
     def __init__(self, config: SingleConfig) -> None:
+        import httpx2
+        from lightkube import Client
+        from lightkube.config.client_adapter import Client as RawClient
+        from lightkube.config.client_adapter import ConnectionParams
+
+        _registry()    # ARC's kinds known before any object goes in or comes out
         self.config = config
         self.url = config.cluster.server
         params = ConnectionParams(timeout=httpx2.Timeout(20.0))
@@ -116,6 +137,9 @@ class Cluster:
 
     @contextmanager
     def _calls(self) -> Iterator[None]:
+        import httpx2
+        from lightkube import ApiError
+
         try:
             yield
         except ApiError as e:
@@ -155,6 +179,8 @@ class Cluster:
         return Crds(schemas_of(documents), f"the cluster at {self.url}")
 
     def get(self, ref: Ref) -> Object | None:
+        from lightkube import ApiError
+
         with self._calls():
             try:
                 return _plain(self._client.get(_resource(ref.api_version, ref.kind), ref.name,
@@ -166,6 +192,8 @@ class Cluster:
 
     def list(self, api_version: str, kind: str, *, namespace: str | None = None,
              labels: dict[str, str] | None = None) -> list[Object]:
+        from lightkube.core.resource import NamespacedResource
+
         resource = _resource(api_version, kind)
         selector: dict[str, Any] = dict(labels or {})
         with self._calls():
@@ -177,6 +205,8 @@ class Cluster:
 
     def apply(self, obj: Object, manager: str, *, force: bool = False,
               dry_run: bool = False) -> Object:
+        from lightkube.codecs import from_dict
+
         with self._calls():
             return _plain(self._client.apply(from_dict(obj), field_manager=manager, force=force,
                                              dry_run=dry_run))

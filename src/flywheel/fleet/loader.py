@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from flywheel.errors import Invalid
 from flywheel.fleet.rules import problems
 from flywheel.fleet.scalesets import Path as FieldPath
 from flywheel.fleet.spec import Fleet
+
+if TYPE_CHECKING:
+    from ruamel.yaml import YAML
+
+# ruamel.yaml is imported where a spec is parsed: ~1 MiB per server process, for fleet work only.
 
 
 class SpecError(Invalid):
@@ -43,6 +45,8 @@ def field_name(path: FieldPath) -> str:
 def line_of(document: Any, path: FieldPath) -> int:
     """The 1-based line of the deepest node along ``path`` that the document has: the key's
     line for a mapping entry, the item's line for a list item."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     line = 0
     node = document
     for part in path:
@@ -57,6 +61,8 @@ def line_of(document: Any, path: FieldPath) -> int:
 
 
 def yaml_parser() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML()   # round-trip: keeps comments and order, and knows every node's line
     yaml.allow_duplicate_keys = False
     yaml.preserve_quotes = True
@@ -64,6 +70,8 @@ def yaml_parser() -> YAML:
 
 
 def parse_document(path: Path, text: str) -> Any:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     try:
         return yaml_parser().load(text)
     except MarkedYAMLError as e:
@@ -107,6 +115,8 @@ def load(path: Path) -> LoadedSpec:
 
 def load_text(path: Path, text: str) -> LoadedSpec:
     """``text`` as the spec ``path`` would hold (errors name ``path``)."""
+    from ruamel.yaml.comments import CommentedMap
+
     document = parse_document(path, text)
     if not isinstance(document, CommentedMap):
         raise SpecError([f"{path}:1: the fleet spec must be a mapping (name:, github:, pools:)"])

@@ -4,15 +4,19 @@ the spec no longer names do not linger in it."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import Invalid
+
+if TYPE_CHECKING:
+    import yaml
+
+# PyYAML is imported when manifests are written: only `flywheel fleet render` needs it.
 
 CLUSTER_DIR = "_cluster"   # cluster-scoped objects (namespaces); no namespace starts with "_"
 
@@ -21,21 +25,27 @@ class ManifestError(Invalid):
     """A rendered object that could not be written as a manifest."""
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     # Multi-line values (NIX_CONFIG) as literal blocks: readable, and diffable line by line.
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-_Dumper.add_representer(str, _str)
+@functools.cache
+def _dumper() -> type[yaml.SafeDumper]:
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(str, _str)
+    return Dumper
 
 
 def dumps(obj: dict[str, Any]) -> str:
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+    import yaml
+
+    return yaml.dump(obj, Dumper=_dumper(), sort_keys=False, default_flow_style=False,
                      width=100, allow_unicode=True)
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Any
-
-import jsonschema
-import kubernetes_validate  # type: ignore[import-untyped]
+from typing import TYPE_CHECKING, Any
 
 from flywheel.fleet.crds import ARC_GROUP, Crds
+
+if TYPE_CHECKING:
+    import jsonschema
+
+# jsonschema and kubernetes_validate are imported where objects are validated: ~3 MiB, fleet only.
 
 Object = dict[str, Any]
 
@@ -54,11 +56,15 @@ class Validator:
 
     def _crd_validator(self, kind: str) -> jsonschema.Draft7Validator:
         if kind not in self._validators:
+            import jsonschema
+
             schema = strict(copy.deepcopy(self.crds.schema(kind)))
             self._validators[kind] = jsonschema.Draft7Validator(schema)
         return self._validators[kind]
 
     def _kubernetes(self, obj: Object) -> list[tuple[str, str]]:
+        import kubernetes_validate  # type: ignore[import-untyped]
+
         try:
             kubernetes_validate.validate(obj, self.kubernetes_version, strict=True)
         except kubernetes_validate.ValidationError as e:

@@ -8,18 +8,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from lightkube.generic_resource import create_namespaced_resource
-
 from flywheel.errors import Invalid, NotFound
-from flywheel.fleet.crds import ARC_GROUP, ARC_VERSION
 from flywheel.fleet.kube import Cluster, Object, Ref
 from flywheel.fleet.render import ARC_API_VERSION
 from flywheel.fleet.scalesets import ScaleSet, scale_sets
 from flywheel.fleet.spec import DNS_LABEL, Fleet
 from flywheel.fleet.status import SCALE_SET_LABEL, ScaleSetStatus, Stuck, scale_set_status
 
-create_namespaced_resource(ARC_GROUP, ARC_VERSION, "AutoscalingListener",
-                           "autoscalinglisteners")
+# AutoscalingListener is among the kinds flywheel.fleet.kube registers with lightkube.
 SCALE_SET_NAMESPACE_LABEL = "actions.github.com/scale-set-namespace"
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 

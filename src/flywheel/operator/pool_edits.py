@@ -10,13 +10,16 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from ruamel.yaml.comments import CommentedMap
+from typing import TYPE_CHECKING, Any
 
 from flywheel.errors import Conflict, FailedPrecondition, Invalid, NotFound
 from flywheel.fleet.enroll import _dump
 from flywheel.fleet.loader import SpecError, load_text, parse_document
+
+if TYPE_CHECKING:
+    from ruamel.yaml.comments import CommentedMap
+
+# ruamel.yaml is imported where a pool is edited: ~1 MiB per server process, for fleet work only.
 
 PAUSED = "flywheel-paused:"
 _PAUSED = re.compile(r"#\s*flywheel-paused:\s*(\{.*\})")
@@ -39,6 +42,8 @@ class Edited:
 
 
 def _pool(document: Any, name: str) -> CommentedMap:
+    from ruamel.yaml.comments import CommentedMap
+
     for pool in document.get("pools") or []:
         if isinstance(pool, CommentedMap) and pool.get("name") == name:
             return pool

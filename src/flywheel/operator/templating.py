@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
@@ -68,9 +69,24 @@ def hit_chart(series: list[Any]) -> dict[str, Any] | None:
 
 
 def environment() -> Environment:
+    # Imported here: Jinja2 costs each server process ~1 MiB that only the pages need.
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
     env = Environment(loader=PackageLoader("flywheel.operator", "templates"),
                       autoescape=select_autoescape(default=True, default_for_string=True),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(size=size, pct=pct, duration=duration, when=when, perms=perms,
                        hit_chart=hit_chart)
     return env
+
+
+class Templates:
+    """The templates, rendered with one environment built on the first render."""
+
+    def __init__(self) -> None:
+        self._env: Environment | None = None
+
+    def render(self, template: str, **context: Any) -> str:
+        if self._env is None:
+            self._env = environment()
+        return self._env.get_template(template).render(**context)

@@ -26,7 +26,7 @@ from flywheel.auth.principal import ANONYMOUS
 from flywheel.auth.sessions import COOKIE
 from flywheel.errors import FlywheelError, Forbidden, Invalid, NotFound, Unauthenticated
 from flywheel.operator.sourced import Sourced, fetch
-from flywheel.operator.templating import environment
+from flywheel.operator.templating import Templates
 from flywheel.server import metrics, readiness
 from flywheel.server.access import Endpoint
 from flywheel.server.api import operator_models as m
@@ -105,7 +105,7 @@ class Pages:
         self.ops = ops
         self.access = access
         self.offload = offload
-        self.env = environment()
+        self.templates = Templates()
         self._static = {name: (files("flywheel.operator") / "static" / name).read_bytes()
                         for name in STATIC_TYPES}
 
@@ -113,13 +113,13 @@ class Pages:
 
     def render(self, caller: Caller, template: str, title: str, active: str = "",
                status: int = 200, **context: Any) -> HTMLResponse:
-        html = self.env.get_template(template).render(
-            title=title, principal=caller.principal, csrf=self.access.csrf_token(caller),
-            nav=NAV, active=active, **context)
+        html = self.templates.render(template, title=title, principal=caller.principal,
+                                     csrf=self.access.csrf_token(caller), nav=NAV,
+                                     active=active, **context)
         return HTMLResponse(html, status)
 
     def fragment(self, template: str, **context: Any) -> str:
-        return self.env.get_template(template).render(**context)
+        return self.templates.render(template, **context)
 
     def error_page(self, caller: Caller, request: Request, status: int,
                    message: str) -> HTMLResponse:
