@@ -158,6 +158,15 @@ def _runners(cluster: FakeCluster) -> None:
                              "githubConfigSecret": "github-app"}})
 
 
+def apply_example(cluster: FakeCluster, *args: str) -> None:
+    """``flywheel fleet apply`` of the example spec, as the fleet's operators run it."""
+    applied = subprocess.run(
+        [FLYWHEEL, "fleet", "apply", str(EXAMPLE), "--kubeconfig", str(cluster.kubeconfig),
+         "--at", "2025-03-03T22:00:00+01:00", *args], capture_output=True, text=True,
+        env=clean_env(), timeout=300)
+    assert applied.returncode == 0, applied.stderr
+
+
 @pytest.fixture(scope="session")
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     if not (ARC / "actions.github.com_autoscalingrunnersets.yaml").is_file():
@@ -168,11 +177,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     github.commit("main", {"fleet.yaml": EXAMPLE.read_text()})
     github.teams[("acme", "sre")] = {"octocat"}
     with running(github), FakeCluster(workdir, ARC) as cluster:
-        applied = subprocess.run(
-            [FLYWHEEL, "fleet", "apply", str(EXAMPLE), "--kubeconfig", str(cluster.kubeconfig),
-             "--at", "2025-03-03T22:00:00+01:00"], capture_output=True, text=True,
-            env=clean_env(), timeout=300)
-        assert applied.returncode == 0, applied.stderr
+        apply_example(cluster)
         _runners(cluster)
         srv = FlywheelServer(workdir / "data", workers=2)
         with tailnet_front(Tailnet(srv.port, ADMIN, "Alice Müller")) as tailnet:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.fleet.conftest import EXAMPLE
-from tests.operator.conftest import ARC_API, Plane
+from tests.operator.conftest import ARC_API, Plane, apply_example
 from tests.support.server import FlywheelServer
 
 
@@ -57,3 +57,23 @@ def test_a_pause_applied_directly(direct: tuple[FlywheelServer, Path], plane: Pl
         detail = ops.get(f"/_api/v1/changes/{resumed.json()['id']}").json()
         assert detail["live"]["error"] == \
             "this change was applied directly; there is nothing to follow"
+
+
+def test_a_direct_pause_the_cluster_would_refuse_changes_nothing(
+        direct: tuple[FlywheelServer, Path], plane: Plane) -> None:
+    srv, spec = direct
+    before = spec.read_text()
+    plane.cluster.patch(ARC_API, "AutoscalingRunnerSet", "dind", "arc-runners",
+                        {"spec": {"maxRunners": 9}}, manager="kubectl-edit")
+    token = srv.mint("ops-bot", "--pull", "main")
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120,
+                          headers={"authorization": f"Bearer {token}"}) as ops:
+            refused = ops.post("/_api/v1/fleet/pools/docker/pause")
+        assert refused.status_code == 409, refused.text
+        assert "AutoscalingRunnerSet arc-runners/dind" in refused.json()["message"]
+        assert spec.read_text() == before
+        live = plane.cluster.get(ARC_API, "AutoscalingRunnerSet", "docker", "arc-docker")
+        assert live is not None and live["spec"]["maxRunners"] == 5
+    finally:
+        apply_example(plane.cluster, "--force-conflicts")

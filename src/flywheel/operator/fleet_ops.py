@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from flywheel.cache.tenancy import CacheService
-from flywheel.errors import FailedPrecondition, Invalid
+from flywheel.errors import Conflict, FailedPrecondition, Invalid
 from flywheel.fleet.apply import apply as apply_objects
 from flywheel.fleet.desired import RenderError, desired
 from flywheel.fleet.keys import caches_named
@@ -137,8 +137,13 @@ class FleetOps:
             # would refuse is not written either.
             after = SpecText(edited.text, "", spec.source, spec.path)
             objects = self._objects(cluster, after)
-            write_local(self.source, spec, edited)
             planned = make_plan(cluster, after.load().fleet.name, objects)
+            if planned.conflicts:
+                raise Conflict(
+                    "fields of " + ", ".join(str(s.ref) for s in planned.conflicts)
+                    + " are owned by another field manager; nothing was changed (take them "
+                    "back with flywheel fleet apply --force-conflicts, or change it by GitOps)")
+            write_local(self.source, spec, edited)
             apply_objects(cluster, planned, objects)
         return self.log.record(kind=kind, pool=pool, forge="direct", number=None, url=None,
                                branch=None, title=title, diff=edited.diff, author=author)
