@@ -6,11 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flywheel.app.services import Services
-from flywheel.auth.authorize import CacheAction, CacheResource, Resource, authorize, may
+from flywheel.auth.authorize import (
+    CacheAction,
+    CacheResource,
+    Resource,
+    WorkspaceResource,
+    authorize,
+    may,
+)
 from flywheel.auth.principal import Principal
 from flywheel.cache.nix.paths import Readable
 from flywheel.cache.tenancy import Cache
 from flywheel.errors import NotFound
+from flywheel.state.names import check_workspace_name
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,15 @@ class Access:
         if cache is None:
             raise NotFound(f"no cache named {name!r}")
         return cache
+
+    def workspace(self, authorization: str | None, name: str,
+                  action: str) -> tuple[Principal, str]:
+        """The caller and the state workspace ``name``, once the caller may take ``action``
+        on it."""
+        principal = self.principal(authorization)
+        checked = check_workspace_name(name)
+        self.authorize(principal, WorkspaceResource(checked), action)
+        return principal, checked
 
     def check_cache(self, principal: Principal, name: str, public: bool | None,
                     action: str) -> None:

@@ -24,7 +24,6 @@ from flywheel.server.access import Access, Endpoint
 from flywheel.server.api.common import error_response, route
 from flywheel.server.blocking import Offload
 from flywheel.state.lockinfo import MAX_LOCK_INFO_BYTES, check_lock_id, parse_lock_info
-from flywheel.state.names import check_workspace_name
 
 ADDRESS = "/_state/{workspace}"
 LOCK_ADDRESS = "/_state/{workspace}/lock"
@@ -84,11 +83,9 @@ class StateHttp:
         self.offload = offload
 
     def _caller(self, request: Request, endpoint: Endpoint) -> tuple[Principal, str]:
-        principal = self.access.principal(request.headers.get("authorization"))
-        name = check_workspace_name(request.path_params["workspace"])
         assert endpoint.action is not None
-        self.access.authorize(principal, WorkspaceResource(name), endpoint.action)
-        return principal, name
+        return self.access.workspace(request.headers.get("authorization"),
+                                     request.path_params["workspace"], endpoint.action)
 
     @staticmethod
     def _refusal(principal: Principal, name: str, error: Locked) -> Response:

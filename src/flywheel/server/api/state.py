@@ -14,7 +14,6 @@ from flywheel.errors import Invalid, Unauthenticated
 from flywheel.server.access import Access, Endpoint
 from flywheel.server.api.common import json_response, read_json, route
 from flywheel.server.blocking import Offload
-from flywheel.state.names import check_workspace_name
 from flywheel.state.views import lock_view, version_view, workspace_view
 
 _BASE = "/_api/v1/state"
@@ -50,10 +49,10 @@ class StateApi:
 
     def _workspace(self, request: Request, endpoint: Endpoint) -> tuple[str, str]:
         """The workspace named in the path, once the caller may act on it; and who calls."""
-        principal = self.access.principal(request.headers.get("authorization"))
-        name = check_workspace_name(request.path_params["workspace"])
         assert endpoint.action is not None
-        self.access.authorize(principal, WorkspaceResource(name), endpoint.action)
+        principal, name = self.access.workspace(request.headers.get("authorization"),
+                                                request.path_params["workspace"],
+                                                endpoint.action)
         return name, str(principal.subject)
 
     async def list_workspaces(self, request: Request) -> Response:
