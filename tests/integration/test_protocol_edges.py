@@ -34,6 +34,7 @@ from flywheel.auth.permissions import CachePermission, Grants
 from flywheel.auth.tokens import TokenSigner, new_secret
 from flywheel.nix.base32 import encode as b32
 from flywheel.nix.nar import dump_path
+from flywheel.server import metrics
 from tests.support.hostile import (
     nar_str,
     peak_rss_kib,
@@ -1012,6 +1013,9 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_count_across_workers(env: Env, stored: Stored) -> None:
+    # Workers write their counts in batches (metrics.FLUSH_SECONDS): what earlier tests
+    # counted lands first, so that it is not taken for this test's.
+    time.sleep(3 * metrics.FLUSH_SECONDS)
     before = HTTP.get(f"{env.url}/metrics").text
     hits, misses = 12, 3
     for _ in range(hits):  # a new connection each (HTTP's default), so both workers take some
@@ -1022,8 +1026,7 @@ def test_metrics_count_across_workers(env: Env, stored: Stored) -> None:
     def delta(name: str, **labels: str) -> float:
         return _metric(after.text, name, **labels) - _metric(before, name, **labels)
 
-    # Each worker writes its counts in batches (metrics.FLUSH_SECONDS): the other worker's
-    # may land a moment after this scrape.
+    # The other worker's batch may land a moment after a scrape.
     deadline = time.monotonic() + 5
     while True:
         after = HTTP.get(f"{env.url}/metrics")

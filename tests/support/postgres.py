@@ -83,8 +83,12 @@ class PostgresServer:
     def create_database(self, name: str | None = None) -> str:
         """A fresh, empty database; returns its URL."""
         name = name or "db_" + uuid.uuid4().hex[:12]
-        subprocess.run([str(bin_dir() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                        "-U", USER, name], check=True, capture_output=True, timeout=60)
+        # From template0: copying template1 fails while another createdb copies it too.
+        proc = subprocess.run([str(bin_dir() / "createdb"), "-h", "127.0.0.1", "-p",
+                               str(self.port), "-U", USER, "--template=template0", name],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode != 0:
+            raise AssertionError(f"createdb {name} failed ({proc.returncode}): {proc.stderr}")
         return self.url(name)
 
     def url(self, database: str) -> str:
