@@ -16,7 +16,7 @@ from typing import Any
 
 from bench import clients, push_memory
 from bench.nixconf import isolated_nix_env
-from bench.servers import Flywheel
+from bench.servers import EMBEDDED, Backend, Flywheel
 
 TARGET_P99_MS = 10.0
 Log = Callable[[str], None]
@@ -47,6 +47,11 @@ class LatencyRow:
         rate = statistics.median(r["requests_per_s"] for r in runs)
         return f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({rate / 1000:.1f}k req/s)"
 
+    def cells(self) -> tuple[str, str, str]:
+        """The report's GloriousFlywheel, reference and target columns."""
+        return (self.describe(self.loaded), f"idle: {self.describe(self.idle)}",
+                f"p99 ≤ {self.target_p99_ms:g} ms")
+
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "label": self.label, "target_p99_ms": self.target_p99_ms,
                 "met": self.met, "idle": self.idle, "loaded": self.loaded, "note": self.note,
@@ -67,7 +72,7 @@ def _upload(fw: Flywheel, big: push_memory.BigPath) -> subprocess.Popen[str]:
 
 
 def run(fw_data: Path, hashes: list[str], work: Path, results: Path, size: int, seed: int,
-        runs: int, duration: float, log: Log) -> LatencyRow:
+        runs: int, duration: float, log: Log, backend: Backend = EMBEDDED) -> LatencyRow:
     big = push_memory.build_path(size, seed, results, log)
     row = LatencyRow("narinfo_latency_upload",
                      f"narinfo latency, 1 worker, during a {big.nar_size >> 20} MiB upload")
@@ -75,7 +80,7 @@ def run(fw_data: Path, hashes: list[str], work: Path, results: Path, size: int, 
     script.write_text(clients.WRK_SCRIPT)
     paths = work / "narinfo-latency.txt"
     paths.write_text("".join(f"/main/{h}.narinfo\n" for h in hashes))
-    fw = Flywheel(fw_data, workers=1).start()
+    fw = Flywheel(fw_data, workers=1, backend=backend).start()
     overlapped = 0
     try:
         for r in range(runs):

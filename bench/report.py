@@ -149,8 +149,8 @@ def table(rows: list[Row], memory: list[MemoryRow], title: str,
                   f"nginx: {mem.describe(mem.nginx)}", "", "",
                   f"≤ {mem.target_mib:g} MiB" if mem.target_mib else "—", _status(mem.met))
     for lat in latency:
-        t.add_row(lat.label, lat.describe(lat.loaded), f"idle: {lat.describe(lat.idle)}", "",
-                  "", f"p99 ≤ {lat.target_p99_ms:g} ms", _status(lat.met))
+        ours, reference, target = lat.cells()
+        t.add_row(lat.label, ours, reference, "", "", target, _status(lat.met))
     return t
 
 
@@ -171,8 +171,8 @@ def markdown(rows: list[Row], memory: list[MemoryRow],
                    f"{ {True: 'met', False: 'missed', None: ''}[mem.met]} |"
                    if fw is not None and ng is not None else f"| {mem.label} | — | — | | | | |")
     for lat in latency:
-        out.append(f"| {lat.label} | {lat.describe(lat.loaded)} | idle: "
-                   f"{lat.describe(lat.idle)} | | | p99 ≤ {lat.target_p99_ms:g} ms | "
+        ours, reference, target = lat.cells()
+        out.append(f"| {lat.label} | {ours} | {reference} | | | {target} | "
                    f"{ {True: 'met', False: 'missed', None: ''}[lat.met]} |")
     return "\n".join(out)
 
@@ -214,7 +214,8 @@ def push_markdown(pm: PushMemory) -> str:
     return "\n".join(out)
 
 
-def _cmd(*args: str) -> str:
+def first_line(*args: str) -> str:
+    """A program's first line of output (its version, say); ``?`` when it does not run."""
     try:
         p = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
         return (p.stdout or p.stderr).strip().splitlines()[0]
@@ -237,12 +238,13 @@ def machine() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(), "cpu_model": model, "ram_gib": round(mem_kib / 2**20, 1),
         "kernel": platform.release(), "python": platform.python_version(),
-        "git_revision": _cmd("git", "-C", str(repo), "rev-parse", "--short", "HEAD"),
+        "git_revision": first_line("git", "-C", str(repo), "rev-parse", "--short", "HEAD"),
         "git_dirty": bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
                                           "src"], capture_output=True, text=True).stdout.strip()),
-        "nix": _cmd("nix", "--version"), "nginx": _cmd("nginx", "-v"),
-        "wrk": _cmd("wrk", "--version"), "curl": _cmd("curl", "--version"),
-        "bazel": "bazel-bootstrap " + _cmd("dpkg-query", "-W", "-f=${Version}", "bazel-bootstrap"),
+        "nix": first_line("nix", "--version"), "nginx": first_line("nginx", "-v"),
+        "wrk": first_line("wrk", "--version"), "curl": first_line("curl", "--version"),
+        "bazel": "bazel-bootstrap " + first_line("dpkg-query", "-W", "-f=${Version}",
+                                                 "bazel-bootstrap"),
     }
 
 

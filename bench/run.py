@@ -32,14 +32,27 @@ sys.path.insert(0, str(REPO))
 
 from rich.console import Console  # noqa: E402
 
-from bench import bazel_ws, clients, closure, latency, push_memory, report  # noqa: E402
+from bench import bazel_ws, clients, closure, latency, mixed, push_memory, report  # noqa: E402
 from bench.clients import Timed  # noqa: E402
 from bench.report import MemoryRow, Row  # noqa: E402
-from bench.servers import BuildGrid, Flywheel, MemoryWatch, Nginx, buildgrid_venv  # noqa: E402
+from bench.servers import (  # noqa: E402
+    EMBEDDED,
+    Backend,
+    BuildGrid,
+    Flywheel,
+    MemoryWatch,
+    Nginx,
+    PostgresS3,
+    buildgrid_venv,
+)
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-WORKLOADS = ("narinfo", "nar", "subst", "bazel", "upload", "latency-upload", "push-memory")
+WORKLOADS = ("narinfo", "nar", "subst", "bazel", "upload", "latency-upload", "mixed",
+             "push-memory")
 STANDALONE = {"push-memory"}  # needs neither the closure nor the shared servers
+BACKENDS = ("embedded", "postgres-s3")
+# Long enough for any one download of the largest closure on a slow link.
+S3_REDIRECT_TTL = 3600
 
 
 def log(msg: str) -> None:
@@ -77,6 +90,7 @@ class Bench:
         self.info: dict[str, object] = {}
         self.fw: Flywheel | None = None
         self.nginx: Nginx | None = None
+        self.backend: Backend = EMBEDDED
         self.push: push_memory.PushMemory | None = None
 
     # ---- set-up ---------------------------------------------------------------------------
@@ -85,6 +99,8 @@ class Bench:
         a = self.args
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
+        if a.backend != "embedded" and "push-memory" in a.only:
+            self.notes.append(f"push-memory ran on the embedded backend, not {a.backend}")
         if set(a.only) <= STANDALONE:
             return
         spec = closure.ClosureSpec(paths=a.paths, total=a.size_mib * closure.MiB, seed=a.seed)
@@ -104,16 +120,26 @@ class Bench:
         }).start()
         log(f"nginx ({self.nginx.workers} workers) on {self.nginx.url('cache')} (file:// cache), "
             f"{self.nginx.url('upload')} (WebDAV), {self.nginx.url('bazel')} (WebDAV)")
-        fw = Flywheel(self.work / "flywheel-data").start()
-        log(f"flywheel serve --workers {fw.workers} on {fw.url}, gRPC {fw.grpc_url}; "
-            "pushing the closure to it ...")
+        if a.backend == "postgres-s3":
+            # Set before it starts: teardown stops whatever part of it did start.
+            self.backend = backend = PostgresS3(self.work / "backend",
+                                                S3_REDIRECT_TTL if a.s3_redirect else 0)
+            backend.start()
+            assert backend.postgres and backend.seaweed
+            log(f"PostgreSQL on 127.0.0.1:{backend.postgres.port}, SeaweedFS S3 on "
+                f"{backend.seaweed.endpoint} (bucket {backend.bucket})")
+        self.info["backend"] = self.backend.describe()
+        fw = Flywheel(self.work / "flywheel-data", backend=self.backend).start()
+        log(f"flywheel serve --workers {fw.workers} on {fw.url}, gRPC {fw.grpc_url} "
+            f"({self.backend.name}); pushing the closure to it ...")
         t = clients.nix_copy_to(f"{fw.cache_url}?compression=zstd", self.closure.top,
                                 self.work / "nix-home-populate",
                                 fw.netrc(self.work / "flywheel.netrc"))
         self.info["flywheel_populate_seconds"] = t.seconds
         # A clean process for the read workloads: what its memory shows is theirs.
         fw.stop()
-        self.fw = fw = Flywheel(fw.data_dir).start()  # new ports: the old ones may linger
+        # New ports: the old ones may linger.
+        self.fw = fw = Flywheel(fw.data_dir, backend=self.backend).start()
         self.fw_key = fw.public_key()
         log(f"pushed in {t.seconds:.1f} s; flywheel restarted; keys: {self.fw_key}, "
             f"{self.nginx_key}")
@@ -122,6 +148,7 @@ class Bench:
         for server in (self.fw, self.nginx):
             if server is not None:
                 server.stop()
+        self.backend.stop()  # after flywheel: a server losing its database would log errors
         if not self.args.keep_work:
             for p in self.work.glob("subst-*"):
                 clients.rmtree_store(p)
@@ -249,15 +276,7 @@ class Bench:
                     f"{res.summary}")
 
             def timed(k: str) -> Timed:
-                bz[k].clean()
-                t0 = time.perf_counter()
-                res = bz[k].build(*flags[k])
-                seconds = time.perf_counter() - t0
-                s = res.summary
-                if s is None or s.executed:
-                    raise RuntimeError(f"bazel {k}: not a fully cached build: {s}")
-                return Timed(seconds, 0.0, {"remote_cache_hits": s.remote_cache_hit,
-                                            "processes": s.total})
+                return bazel_ws.cached_build(bz[k], flags[k], k)
 
             for k in flags:  # warm-up: JVM, analysis cache; also proves every action hits
                 log(f"bazel: warm-up {k}: {timed(k).seconds:.1f} s")
@@ -302,7 +321,7 @@ class Bench:
         top_hash = Path(top).name[:32]
 
         def fa(r: int) -> Timed:
-            fw = Flywheel(self.work / f"flywheel-upload-{r}").start()
+            fw = Flywheel(self.work / f"flywheel-upload-{r}", backend=self.backend).start()
             try:
                 netrc = fw.netrc(self.work / "flywheel-upload.netrc")
                 with MemoryWatch(fw.pid) as m:
@@ -343,9 +362,15 @@ class Bench:
             self.latency.append(latency.run(
                 self.fw.data_dir, self.closure.hashes, self.work, self.results,
                 self.args.push_size_mib * closure.MiB, self.args.seed, self.args.runs,
-                self.args.duration, log))
+                self.args.duration, log, self.backend))
         finally:
-            self.fw = Flywheel(self.fw.data_dir).start()
+            self.fw = Flywheel(self.fw.data_dir, backend=self.backend).start()
+
+    def mixed(self) -> None:
+        assert self.fw and self.nginx
+        self.latency.append(mixed.run(self.fw, self.nginx, self.closure, self.work,
+                                      self.args.runs, self.args.duration,
+                                      self.args.bazel_actions, log))
 
     def push_memory(self) -> None:
         self.push = push_memory.run(self.results, self.work, self.args.push_size_mib * closure.MiB,
@@ -384,6 +409,13 @@ def parse() -> argparse.Namespace:
                    "narinfo and NAR workloads (not timed)")
     p.add_argument("--no-buildgrid", action="store_true",
                    help="skip the optional BuildGrid (PyPI) column in the Bazel workload")
+    p.add_argument("--backend", choices=BACKENDS, default="embedded",
+                   help="where flywheel keeps metadata and content: embedded (SQLite and files "
+                   "in its data dir) or postgres-s3 (a PostgreSQL and a SeaweedFS S3 server "
+                   "started for the run)")
+    p.add_argument("--s3-redirect", action="store_true",
+                   help=f"with postgres-s3: answer NAR downloads with 302s to presigned URLs "
+                   f"(redirect-ttl {S3_REDIRECT_TTL} s) instead of streaming them")
     p.add_argument("--keep-work", action="store_true", help="keep bench/results/work")
     p.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
     a = p.parse_args()
@@ -398,7 +430,12 @@ def parse() -> argparse.Namespace:
     unknown = set(a.only) - set(WORKLOADS)
     if unknown:
         p.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
-    a.json_out = Path(a.json_out or Path(a.results_dir) / "latest.json")
+    if a.s3_redirect and a.backend != "postgres-s3":
+        p.error("--s3-redirect needs --backend postgres-s3")
+    # Each backend (and the redirect variant) keeps its own latest results.
+    a.variant = a.backend + ("-redirect" if a.s3_redirect else "")
+    suffix = "" if a.variant == "embedded" else f"-{a.variant}"
+    a.json_out = Path(a.json_out or Path(a.results_dir) / f"latest{suffix}.json")
     return a
 
 
@@ -431,8 +468,8 @@ def main() -> int:
         bench.teardown()
     elapsed = time.monotonic() - started
     c = getattr(bench, "closure", None)
-    title = (f"GloriousFlywheel / nginx, wall-time ratios (lower is better), median of "
-             f"{args.runs} interleaved runs; closure "
+    title = (f"GloriousFlywheel ({args.variant}) / nginx, wall-time ratios (lower is better), "
+             f"median of {args.runs} interleaved runs; closure "
              + (f"{len(c.paths)} paths, {c.nar_bytes / closure.MiB:.0f} MiB NAR" if c else "?"))
     if bench.rows or bench.memory or bench.latency:
         console.print(report.table(bench.rows, bench.memory, title, bench.latency))

@@ -16,6 +16,12 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+
+from tests.support.postgres import PostgresServer, bin_dir
+from tests.support.seaweed import WEED, SeaweedServer
+
+from bench.report import first_line
 
 REPO = Path(__file__).resolve().parent.parent
 FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
@@ -178,6 +184,107 @@ def _stop_group(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM)
         proc.wait(timeout=10)
 
 
+def _clean_env() -> dict[str, str]:
+    # The caller's own FLYWHEEL_* settings must not leak into the servers under test.
+    return {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What ``flywheel serve`` on one data dir is told about where its state lives."""
+
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    name: str
+
+    def place(self, data_dir: Path) -> Placement: ...
+
+    def describe(self) -> dict[str, object]: ...
+
+    def stop(self) -> None: ...
+
+
+class Embedded:
+    """The defaults: SQLite and files, both inside the data dir; nothing to start."""
+
+    name = "embedded"
+
+    def place(self, data_dir: Path) -> Placement:
+        return Placement()
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "database": "SQLite (data dir)", "storage": "files (data dir)"}
+
+    def stop(self) -> None:
+        pass
+
+
+EMBEDDED = Embedded()
+
+
+@dataclass
+class PostgresS3:
+    """The scale-out backends: one PostgreSQL server and one SeaweedFS S3 server for the run,
+    started by the test suite's own helpers, so the benchmark runs them as the tests do."""
+
+    root: Path
+    redirect_ttl: int = 0  # > 0: NAR downloads are 302s to presigned URLs (README, scale-out)
+    postgres: PostgresServer | None = None
+    seaweed: SeaweedServer | None = None
+    bucket: str = ""
+    placed: dict[Path, Placement] = field(default_factory=dict)
+
+    name = "postgres-s3"
+
+    def start(self) -> PostgresS3:
+        # Each held before it starts, so that stop() also ends one that failed half-way.
+        self.postgres = PostgresServer(self.root / "postgres")
+        self.postgres.start()
+        self.seaweed = SeaweedServer(self.root / "seaweed")
+        self.seaweed.start()
+        self.bucket = self.seaweed.new_bucket_name()
+        return self
+
+    def place(self, data_dir: Path) -> Placement:
+        """A new data dir gets a database and a bucket prefix of its own, a server started
+        again on an existing one keeps them: as with the embedded defaults, a fresh data
+        dir is an empty cache and a restart keeps the content."""
+        if data_dir.exists() and data_dir in self.placed:
+            return self.placed[data_dir]
+        assert self.postgres and self.seaweed, "start() first"
+        url = self.postgres.create_database()
+        # What a deployment does before its replicas start (README, scale-out).
+        up = subprocess.run([FLYWHEEL, "db", "upgrade", "--database-url", url,
+                             "--data-dir", str(data_dir)], capture_output=True, text=True,
+                            env=_clean_env(), timeout=120)
+        if up.returncode != 0:
+            raise RuntimeError(f"flywheel db upgrade failed ({up.returncode}):\n"
+                               f"{up.stdout}{up.stderr[-3000:]}")
+        env = self.seaweed.env()
+        if self.redirect_ttl:
+            # No command-line flag for it: the setting's environment variable.
+            env["FLYWHEEL_STORAGE_REDIRECT_TTL"] = str(self.redirect_ttl)
+        placement = Placement(
+            ("--database-url", url, "--storage", f"s3://{self.bucket}/{data_dir.name}",
+             "--s3-endpoint", self.seaweed.endpoint), env)
+        self.placed[data_dir] = placement
+        return placement
+
+    def describe(self) -> dict[str, object]:
+        return {"name": self.name, "database": first_line(str(bin_dir() / "postgres"), "--version"),
+                "storage": f"SeaweedFS S3 ({first_line(WEED, 'version')})",
+                "nar_downloads": (f"302 to presigned URLs (TTL {self.redirect_ttl} s)"
+                                  if self.redirect_ttl else "streamed through the server")}
+
+    def stop(self) -> None:
+        for server in (self.seaweed, self.postgres):
+            if server is not None:
+                server.stop()
+
+
 @dataclass
 class Flywheel:
     """``flywheel serve`` as recommended for one machine: a worker per CPU."""
@@ -187,6 +294,7 @@ class Flywheel:
     port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    backend: Backend = EMBEDDED
 
     name = "flywheel"
 
@@ -206,19 +314,17 @@ class Flywheel:
     def log_path(self) -> Path:
         return self.data_dir.parent / f"{self.data_dir.name}.log"
 
-    @property
-    def env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-
     def start(self) -> Flywheel:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        placement = self.backend.place(self.data_dir)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [FLYWHEEL, "serve", "--data-dir", str(self.data_dir),
              "--listen", f"127.0.0.1:{self.port}",
              "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
-             "--workers", str(self.workers), "--log-level", "warning"],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+             "--workers", str(self.workers), "--log-level", "warning", *placement.args],
+            stdout=log, stderr=subprocess.STDOUT, env={**_clean_env(), **placement.env},
+            start_new_session=True)
         _wait_http(f"{self.url}/readyz", self.proc, self.log_path)
         return self
 
@@ -238,10 +344,12 @@ class Flywheel:
         return (self.data_dir / "admin-token").read_text().strip()
 
     def public_key(self, cache: str = "main") -> str:
-        out = subprocess.run([FLYWHEEL, "cache", "info", cache, "--json",
-                              "--data-dir", str(self.data_dir)],
-                             capture_output=True, text=True, check=True, env=self.env)
-        return str(json.loads(out.stdout)["public_key"])
+        # Asked of the server, which knows its backend (a local `flywheel cache info` would
+        # need the database settings repeated).
+        req = urllib.request.Request(f"{self.url}/_api/v1/cache-config/{cache}",
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return str(json.load(r)["public_key"])
 
     def netrc(self, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

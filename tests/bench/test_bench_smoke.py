@@ -4,6 +4,7 @@ push-memory bound. Figures come from full runs, never from tests."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,16 +17,26 @@ REPO = Path(__file__).parents[2]
 pytestmark = pytest.mark.skipif(
     shutil.which("nginx") is None or shutil.which("wrk") is None,
     reason="nginx and wrk are installed by ./dev test and ./dev bench")
+TINY = ["--paths", "12", "--size-mib", "4", "--no-buildgrid", "--duration", "1"]
 
 
-def test_bench_runs_every_workload_and_reports_each_figure(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Shared by the module's runs, so the closure they all use is built once."""
+    return tmp_path_factory.mktemp("bench-results")
+
+
+def bench_run(results: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), *TINY, "--results-dir", str(results),
+         *args], capture_output=True, text=True, timeout=900, cwd=REPO)
+
+
+def test_bench_runs_every_workload_and_reports_each_figure(tmp_path: Path,
+                                                           results: Path) -> None:
     out = tmp_path / "out.json"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--paths", "12", "--size-mib", "4",
-         "--runs", "2", "--only", "narinfo,nar,latency-upload,push-memory",
-         "--push-size-mib", "16", "--no-buildgrid", "--duration", "1",
-         "--results-dir", str(tmp_path / "results"), "--json", str(out)],
-        capture_output=True, text=True, timeout=900, cwd=REPO)
+    proc = bench_run(results, "--runs", "2", "--only", "narinfo,nar,latency-upload,push-memory",
+                     "--push-size-mib", "16", "--json", str(out))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert not result["failed"]
@@ -55,8 +66,56 @@ def test_bench_runs_every_workload_and_reports_each_figure(tmp_path: Path) -> No
     assert f"p99 {lat['loaded_p99_ms']:.2f} ms" in result["markdown"]
 
 
+def test_bench_runs_flywheel_on_postgres_and_s3(results: Path) -> None:
+    proc = bench_run(results, "--backend", "postgres-s3", "--runs", "1", "--only", "narinfo")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "GloriousFlywheel (postgres-s3) / nginx" in proc.stdout
+    # Its own results file: the embedded backend's latest.json stays as it was.
+    result = json.loads((results / "latest-postgres-s3.json").read_text())
+    assert not result["failed"]
+    assert result["info"]["backend"]["name"] == "postgres-s3"
+    assert {row["key"] for row in result["rows"]} == {"narinfo_1", "narinfo_16"}
+    for row in result["rows"]:
+        assert all(run["requests"] > 0 and run["status"] == 0 for run in row["a_runs"])
+    # Teardown stopped PostgreSQL and SeaweedFS (their data lived under the work dir).
+    leftovers = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                 and str(results / "work").encode() in _cmdline(pid)]
+    assert not leftovers
+
+
+@pytest.mark.skipif(shutil.which("bazel") is None, reason="bazel is installed by ./dev test")
+def test_bench_mixed_load_reports_latency_errors_and_every_job(tmp_path: Path,
+                                                               results: Path) -> None:
+    out = tmp_path / "out.json"
+    proc = bench_run(results, "--runs", "1", "--only", "mixed", "--bazel-actions", "10",
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert not result["failed"]
+    (mixed,) = result["latency"]
+    assert mixed["key"] == "narinfo_mixed"
+    for side in ("loaded", "nginx"):
+        (run,) = mixed[side]
+        assert run["requests"] > 0 and run["p99_us"] >= run["p50_us"] > 0
+        # Uploads and the build kept going for the whole window, and each one succeeded.
+        assert len(run["uploads"]) >= 2 and run["bazel"]
+        assert all(job["ok"] for job in run["uploads"] + run["bazel"]), run
+        assert all(job["remote_cache_hits"] == 10 for job in run["bazel"])
+    assert mixed["jobs_ok"] is True and mixed["errors"] == mixed["loaded"][0]["errors"]
+    assert mixed["label"] in result["markdown"]
+    assert f"p99 {mixed['loaded_p99_ms']:.2f} ms" in result["markdown"]
+    assert "p99 ≤ 25 ms, no errors" in result["markdown"]
+
+
 def test_bench_help_names_the_documented_options() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
-    for option in ("--small", "--runs", "--json", "--only", "--profile"):
+    for option in ("--small", "--runs", "--json", "--only", "--profile", "--backend"):
         assert option in proc.stdout
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
