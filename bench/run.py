@@ -39,6 +39,7 @@ from bench.servers import (  # noqa: E402
     EMBEDDED,
     Backend,
     BuildGrid,
+    Chunked,
     Flywheel,
     MemoryWatch,
     Nginx,
@@ -128,6 +129,8 @@ class Bench:
             assert backend.postgres and backend.seaweed
             log(f"PostgreSQL on 127.0.0.1:{backend.postgres.port}, SeaweedFS S3 on "
                 f"{backend.seaweed.endpoint} (bucket {backend.bucket})")
+        if a.chunked:
+            self.backend = Chunked(self.backend)
         self.info["backend"] = self.backend.describe()
         fw = Flywheel(self.work / "flywheel-data", backend=self.backend).start()
         log(f"flywheel serve --workers {fw.workers} on {fw.url}, gRPC {fw.grpc_url} "
@@ -416,6 +419,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--s3-redirect", action="store_true",
                    help=f"with postgres-s3: answer NAR downloads with 302s to presigned URLs "
                    f"(redirect-ttl {S3_REDIRECT_TTL} s) instead of streaming them")
+    p.add_argument("--chunked", action="store_true",
+                   help="store NARs from 1 MiB up as content-defined chunks "
+                   "([storage] chunk-nars-from)")
     p.add_argument("--keep-work", action="store_true", help="keep bench/results/work")
     p.add_argument("--results-dir", default=str(REPO / "bench" / "results"))
     a = p.parse_args()
@@ -432,8 +438,9 @@ def parse() -> argparse.Namespace:
         p.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
     if a.s3_redirect and a.backend != "postgres-s3":
         p.error("--s3-redirect needs --backend postgres-s3")
-    # Each backend (and the redirect variant) keeps its own latest results.
-    a.variant = a.backend + ("-redirect" if a.s3_redirect else "")
+    # Each backend (and each variant of it) keeps its own latest results.
+    a.variant = a.backend + ("-redirect" if a.s3_redirect else "") + \
+        ("-chunked" if a.chunked else "")
     suffix = "" if a.variant == "embedded" else f"-{a.variant}"
     a.json_out = Path(a.json_out or Path(a.results_dir) / f"latest{suffix}.json")
     return a

@@ -226,6 +226,31 @@ EMBEDDED = Embedded()
 
 
 @dataclass
+class Chunked:
+    """Another backend with NARs from ``chunk_from`` up stored as content-defined chunks
+    (``[storage] chunk-nars-from``): what chunking costs on the same workloads."""
+
+    inner: Backend
+    chunk_from: str = "1MiB"
+
+    @property
+    def name(self) -> str:
+        return f"{self.inner.name}-chunked"
+
+    def place(self, data_dir: Path) -> Placement:
+        placed = self.inner.place(data_dir)
+        return Placement(placed.args,
+                         {**placed.env, "FLYWHEEL_STORAGE_CHUNK_NARS_FROM": self.chunk_from})
+
+    def describe(self) -> dict[str, object]:
+        return {**self.inner.describe(), "name": self.name,
+                "nar_chunks": f"NARs from {self.chunk_from} as content-defined chunks"}
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+
+@dataclass
 class PostgresS3:
     """The scale-out backends: one PostgreSQL server and one SeaweedFS S3 server for the run,
     started by the test suite's own helpers, so the benchmark runs them as the tests do."""

@@ -67,13 +67,15 @@ def test_bench_runs_every_workload_and_reports_each_figure(tmp_path: Path,
 
 
 def test_bench_runs_flywheel_on_postgres_and_s3(results: Path) -> None:
-    proc = bench_run(results, "--backend", "postgres-s3", "--runs", "1", "--only", "narinfo")
+    proc = bench_run(results, "--backend", "postgres-s3", "--chunked", "--runs", "1",
+                     "--only", "narinfo")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "GloriousFlywheel (postgres-s3) / nginx" in proc.stdout
+    assert "GloriousFlywheel (postgres-s3-chunked) / nginx" in proc.stdout
     # Its own results file: the embedded backend's latest.json stays as it was.
-    result = json.loads((results / "latest-postgres-s3.json").read_text())
+    result = json.loads((results / "latest-postgres-s3-chunked.json").read_text())
     assert not result["failed"]
-    assert result["info"]["backend"]["name"] == "postgres-s3"
+    assert result["info"]["backend"]["name"] == "postgres-s3-chunked"
+    assert result["info"]["backend"]["nar_chunks"].startswith("NARs from 1MiB")
     assert {row["key"] for row in result["rows"]} == {"narinfo_1", "narinfo_16"}
     for row in result["rows"]:
         assert all(run["requests"] > 0 and run["status"] == 0 for run in row["a_runs"])
@@ -110,7 +112,8 @@ def test_bench_mixed_load_reports_latency_errors_and_every_job(tmp_path: Path,
 def test_bench_help_names_the_documented_options() -> None:
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--help"],
                           capture_output=True, text=True, timeout=60, cwd=REPO)
-    for option in ("--small", "--runs", "--json", "--only", "--profile", "--backend"):
+    for option in ("--small", "--runs", "--json", "--only", "--profile", "--backend",
+                   "--s3-redirect", "--chunked"):
         assert option in proc.stdout
 
 
