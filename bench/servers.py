@@ -268,7 +268,9 @@ class PostgresS3:
         # Each held before it starts, so that stop() also ends one that failed half-way.
         self.postgres = PostgresServer(self.root / "postgres")
         self.postgres.start()
-        self.seaweed = SeaweedServer(self.root / "seaweed")
+        # Room for every round's uploads (a full run writes tens of GiB).
+        self.seaweed = SeaweedServer(self.root / "seaweed", volume_size_mb=1024,
+                                     max_volumes=64)
         self.seaweed.start()
         self.bucket = self.seaweed.new_bucket_name()
         return self

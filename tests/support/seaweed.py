@@ -48,6 +48,9 @@ class SeaweedServer:
     root: Path
     ports: list[int] = field(default_factory=lambda: twin_ports(4))
     proc: subprocess.Popen[bytes] | None = None
+    # Small volumes suit the tests' few MiB; the benchmark stores gigabytes.
+    volume_size_mb: int = 64
+    max_volumes: int = 50
 
     @property
     def s3_port(self) -> int:
@@ -76,7 +79,8 @@ class SeaweedServer:
              "-s3", f"-s3.port={s3}", f"-s3.config={config}", "-s3.port.iceberg=0",
              "-s3.port.lance=0", f"-master.port={master}", f"-volume.port={volume}",
              f"-filer.port={filer}", "-master.telemetry=false",
-             "-master.volumeSizeLimitMB=64", "-volume.max=50"],
+             f"-master.volumeSizeLimitMB={self.volume_size_mb}",
+             f"-volume.max={self.max_volumes}"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
