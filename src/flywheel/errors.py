@@ -60,5 +60,9 @@ class StorageFull(FlywheelError):
     """No room: a size bound is reached, or the disk is full."""
 
 
+class TimedOut(FlywheelError):
+    """The client stopped sending a request body it had announced."""
+
+
 class Unavailable(FlywheelError):
     """Something the server depends on cannot be used right now; retrying may succeed."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -167,6 +168,54 @@ def test_a_nar_expanding_past_the_ratio_limit_is_refused(tmp_path: Path) -> None
         assert len(nar) > 100 * len(packed)
         name, _ = narinfo_for("0" * 32, packed, nar)
         assert HTTP.put(f"{srv.url}/main/nar/{name}.zst", content=packed,
+                        headers=_admin(srv)).status_code == 200
+    finally:
+        srv.stop()
+
+
+def _stalled_request(url: str, method: str, path: str, token: str, announced: int,
+                     sent: bytes) -> socket.socket:
+    """A client that announces ``announced`` bytes of body, sends ``sent`` and stops."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+                 f"Authorization: Bearer {token}\r\nContent-Length: {announced}\r\n\r\n"
+                 .encode() + sent)
+    return sock
+
+
+def _answer_then_close(sock: socket.socket) -> bytes:
+    got = b""
+    while chunk := sock.recv(65536):   # until the server closes the connection
+        got += chunk
+    sock.close()
+    return got
+
+
+def test_a_body_that_stops_arriving_is_answered_408_and_holds_nothing(tmp_path: Path) -> None:
+    srv = FlywheelServer(tmp_path / "data", workers=1, env={
+        "FLYWHEEL_BODY_IDLE_TIMEOUT": "1", "FLYWHEEL_BLOCKING_THREADS": "2"}).start()
+    try:
+        token = srv.admin_token
+        nar = b"".join(nar_str(s) for s in (b"nix-archive-1", b"(", b"type", b"regular",
+                                            b"contents", os.urandom(MiB), b")"))
+        name, _ = narinfo_for("1" * 32, nar, nar)
+        # More stalled uploads than the server has blocking threads: without a limit they
+        # would hold every thread, and every later upload would wait behind them for ever.
+        stalled = [_stalled_request(srv.url, "PUT", f"/main/nar/{name}", token, len(nar),
+                                    nar[:64 << 10]) for _ in range(3)]
+        stalled.append(_stalled_request(srv.url, "POST", "/_state/stalled", token, 4096,
+                                        b'{"version": 4,'))
+        for sock in stalled:
+            answer = _answer_then_close(sock)
+            assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+            assert b"no part of the request body arrived for 1 s" in answer
+        assert not list((srv.data_dir / "tmp").iterdir())
+        assert HTTP.get(f"{srv.url}/main/nar/{name}", headers=_admin(srv)).status_code == 404
+        assert HTTP.get(f"{srv.url}/_state/stalled", headers=_admin(srv)).status_code in (
+            204, 404)
+        # The threads are free again: the same upload, sent whole, is stored.
+        assert HTTP.put(f"{srv.url}/main/nar/{name}", content=nar,
                         headers=_admin(srv)).status_code == 200
     finally:
         srv.stop()

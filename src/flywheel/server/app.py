@@ -31,7 +31,7 @@ from flywheel.server.blocking import Offload
 from flywheel.server.errors import answer
 from flywheel.server.health import health_routes
 from flywheel.server.nix_http import NixHandler
-from flywheel.server.responses import Message, Receive, Scope, Send, send_error
+from flywheel.server.responses import Message, Receive, Scope, Send, TrackedReceive, send_error
 from flywheel.server.state_http import StateHttp
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ class FlywheelApp:
             if m is not None:
                 await self._bazel(scope, receive, send, m)
                 return
+            if scope["method"] not in ("GET", "HEAD"):
+                receive = TrackedReceive(receive, self.services.settings.body_idle_timeout)
             await self._guarded(scope, receive, send)
             return
         await self._rest(scope, receive, send)

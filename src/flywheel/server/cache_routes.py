@@ -38,7 +38,7 @@ class CacheRoutes:
                       dispatch: Dispatch) -> None:
         """Run a route, turning every refusal into a JSON error and counting every outcome."""
         method = scope["method"]
-        tracked = TrackedReceive(receive)
+        tracked = TrackedReceive(receive, self.services.settings.body_idle_timeout)
         status = 500
         try:
             status = await dispatch(tracked, send)

@@ -17,6 +17,7 @@ from flywheel.errors import (
     NotFound,
     OutOfRange,
     StorageFull,
+    TimedOut,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -28,10 +29,11 @@ log = logging.getLogger(__name__)
 _STATUS: tuple[tuple[type[FlywheelError], int], ...] = (
     (Unauthenticated, 401), (Forbidden, 403), (NotFound, 404), (Locked, 423), (Conflict, 409),
     (TooLarge, 413), (OutOfRange, 416), (FailedPrecondition, 400), (Invalid, 400),
-    (StorageFull, 507), (Unavailable, 503),
+    (StorageFull, 507), (TimedOut, 408), (Unavailable, 503),
 )
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-           405: "MethodNotAllowed", 409: "Conflict", 411: "LengthRequired", 423: "Locked",
+           405: "MethodNotAllowed", 408: "RequestTimeout", 409: "Conflict",
+           411: "LengthRequired", 423: "Locked",
            413: "PayloadTooLarge", 416: "RangeNotSatisfiable", 422: "UnprocessableEntity",
            500: "InternalServerError", 503: "ServiceUnavailable", 507: "InsufficientStorage"}
 WWW_AUTHENTICATE = (b"www-authenticate", b'Basic realm="flywheel", Bearer realm="flywheel"')

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
+from flywheel.errors import TimedOut
 from flywheel.server.errors import error_body
 
 Scope = MutableMapping[str, Any]
@@ -35,14 +36,23 @@ async def send_error(send: Send, status: int, message: str, head: bool = False,
 
 
 class TrackedReceive:
-    """Wraps ``receive`` to know whether the request body has been read to its end."""
+    """Wraps ``receive`` to know whether the request body has been read to its end, and to
+    give up on a body that stops arriving (``idle_timeout`` seconds without a message)."""
 
-    def __init__(self, receive: Receive) -> None:
+    def __init__(self, receive: Receive, idle_timeout: float) -> None:
         self._receive = receive
+        self._idle_timeout = idle_timeout
         self.body_done = False
 
     async def __call__(self) -> Message:
-        msg = await self._receive()
+        if self.body_done:
+            return await self._receive()   # only a disconnect is left to wait for
+        try:
+            async with asyncio.timeout(self._idle_timeout):
+                msg = await self._receive()
+        except TimeoutError:
+            raise TimedOut(f"no part of the request body arrived for "
+                           f"{self._idle_timeout:g} s") from None
         if msg["type"] == "http.disconnect" or not msg.get("more_body", False):
             self.body_done = True
         return msg
@@ -56,7 +66,7 @@ class TrackedReceive:
             async with asyncio.timeout(seconds):
                 while not self.body_done and seen <= limit:
                     seen += len((await self()).get("body", b""))
-        except TimeoutError:
+        except (TimeoutError, TimedOut):
             return False
         return self.body_done
 

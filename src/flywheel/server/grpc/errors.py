@@ -18,6 +18,7 @@ from flywheel.errors import (
     NotFound,
     OutOfRange,
     StorageFull,
+    TimedOut,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -37,6 +38,7 @@ _CODES: tuple[tuple[type[FlywheelError], grpc.StatusCode], ...] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (Invalid, grpc.StatusCode.INVALID_ARGUMENT),
     (StorageFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TimedOut, grpc.StatusCode.DEADLINE_EXCEEDED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
 )
 
