@@ -171,7 +171,8 @@ class KeepAlive:
         self.conn.close()
 
 
-def nar_urls(base_url: str, hashes: list[str]) -> tuple[list[str], int]:
+def nar_urls(base_url: str, hashes: list[str], compressions: tuple[str, ...] = ("zstd",)
+             ) -> tuple[list[str], int]:
     """The NAR URLs a server's narinfos name for these store paths, and their total size."""
     client = KeepAlive(base_url)
     urls, total = [], 0
@@ -183,9 +184,10 @@ def nar_urls(base_url: str, hashes: list[str]) -> tuple[list[str], int]:
             fields = dict(line.split(": ", 1) for line in body.decode().splitlines()
                           if ": " in line)
             urls.append(f"{base_url.rstrip('/')}/{fields['URL']}")
-            if fields.get("Compression") != "zstd":
+            if fields.get("Compression") not in compressions:
                 raise RuntimeError(f"{base_url}/{h}.narinfo: compression "
-                                   f"{fields.get('Compression')!r}, expected zstd")
+                                   f"{fields.get('Compression')!r}, expected "
+                                   f"{' or '.join(compressions)}")
             total += int(fields.get("FileSize", 0))
     finally:
         client.close()
