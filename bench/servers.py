@@ -20,6 +20,7 @@ from typing import Protocol
 
 from tests.support.postgres import PostgresServer, bin_dir
 from tests.support.seaweed import WEED, SeaweedServer
+from tests.support.server import clean_env, free_port
 
 from bench.report import first_line
 
@@ -27,12 +28,6 @@ REPO = Path(__file__).resolve().parent.parent
 FLYWHEEL = str(Path(sys.executable).with_name("flywheel"))
 # Both servers get the same number of worker processes, whatever the machine.
 SERVER_WORKERS = os.cpu_count() or 1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children() -> dict[int, list[int]]:
@@ -184,11 +179,6 @@ def _stop_group(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM)
         proc.wait(timeout=10)
 
 
-def _clean_env() -> dict[str, str]:
-    # The caller's own FLYWHEEL_* settings must not leak into the servers under test.
-    return {k: v for k, v in os.environ.items() if not k.startswith("FLYWHEEL_")}
-
-
 @dataclass(frozen=True)
 class Placement:
     """What ``flywheel serve`` on one data dir is told about where its state lives."""
@@ -286,7 +276,7 @@ class PostgresS3:
         # What a deployment does before its replicas start (README, scale-out).
         up = subprocess.run([FLYWHEEL, "db", "upgrade", "--database-url", url,
                              "--data-dir", str(data_dir)], capture_output=True, text=True,
-                            env=_clean_env(), timeout=120)
+                            env=clean_env(), timeout=120)
         if up.returncode != 0:
             raise RuntimeError(f"flywheel db upgrade failed ({up.returncode}):\n"
                                f"{up.stdout}{up.stderr[-3000:]}")
@@ -350,7 +340,7 @@ class Flywheel:
              "--listen", f"127.0.0.1:{self.port}",
              "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
              "--workers", str(self.workers), "--log-level", "warning", *placement.args],
-            stdout=log, stderr=subprocess.STDOUT, env={**_clean_env(), **placement.env},
+            stdout=log, stderr=subprocess.STDOUT, env=clean_env(placement.env),
             start_new_session=True)
         _wait_http(f"{self.url}/readyz", self.proc, self.log_path)
         return self

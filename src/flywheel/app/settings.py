@@ -272,9 +272,9 @@ class Settings(BaseSettings):
     # Seconds a stopping server lets requests in flight finish before aborting them (under
     # Kubernetes' default 30 s grace period).
     drain_timeout: float = Field(default=25.0, ge=0, le=3600)
-    # Seconds a request body may go without a byte before the request is answered 408 and
-    # its connection closed: a client that announces a body and stops would otherwise hold
-    # an upload (and a blocking thread) for ever.
+    # Seconds a request body may go without a byte before the request is answered 408 (with
+    # Connection: close) and its upload aborted: a client that announces a body and stops
+    # would otherwise hold an upload (and a blocking thread) for ever.
     body_idle_timeout: float = Field(default=60.0, gt=0, le=3600)
     # HTTPS: a certificate and its key (PEM); with client-ca as well, every client must
     # present a certificate signed by it, and its subject identifies the caller.
