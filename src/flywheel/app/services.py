@@ -60,7 +60,7 @@ class Services:
         engine = make_engine(settings.resolved_database_url)
         if migrate_schema:
             ensure_schema(engine)
-        db = Database(engine)
+        db = Database(engine, settings.data_dir.absolute())
         storage = settings.storage
         blobs = open_blob_store(settings.data_dir.absolute(), storage.url,
                                 s3_endpoint=storage.endpoint, s3_region=storage.region,

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
+from flywheel.db.changes import Changes
 from flywheel.db.hot import HotReads
 from flywheel.errors import FailedPrecondition, StorageFull, Unavailable
 
@@ -68,10 +69,13 @@ class Database:
     """Reads and writes as short transactions; a database that cannot be reached or stays
     locked is ``Unavailable`` (503), never an internal error."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, local_dir: Path | None = None) -> None:
+        """``local_dir``: where this machine's processes share the generation of a database
+        that is not a file (PostgreSQL); a SQLite database shares it beside its file."""
         self.engine = engine
         self._writer = engine.execution_options(**{_WRITE: True})
-        self.hot = HotReads(engine)
+        self.changes = Changes(engine, _changes_path(engine, local_dir))
+        self.hot = HotReads(engine, self.changes)
 
     @property
     def dialect(self) -> str:
@@ -84,8 +88,12 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        with _unavailable_on_failure(), self._writer.begin() as conn:
-            yield conn
+        try:
+            with _unavailable_on_failure(), self._writer.begin() as conn:
+                yield conn
+                self.changes.announce(conn)
+        finally:
+            self.changes.bump()
 
     @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[None]:
@@ -101,7 +109,17 @@ class Database:
 
     def close(self) -> None:
         self.hot.close()
+        self.changes.close()
         self.engine.dispose()
+
+
+def _changes_path(engine: Engine, local_dir: Path | None) -> Path | None:
+    if engine.dialect.name == "sqlite":
+        database = engine.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database).with_name(Path(database).name + "-changes")
+    return local_dir / "db-changes" if local_dir is not None else None
 
 
 def lock(conn: Connection, *names: str) -> None:

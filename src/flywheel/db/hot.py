@@ -3,7 +3,14 @@
 A narinfo hit should cost one indexed lookup. Going through SQLAlchemy's connection and
 result machinery costs several times the lookup itself, so hot reads compile their
 statement once for the engine's dialect and run it on a DBAPI connection kept per thread.
-Writes and everything else use the engine normally."""
+Writes and everything else use the engine normally.
+
+Most hot reads ask again what they asked a moment ago (every substitution asks for the same
+narinfos), and even one indexed query costs far more in a server than in a loop: the
+driver releases the interpreter lock and the server's own threads take it. So answers are
+also kept in memory, each under the database generation (``flywheel.db.changes``) it was
+read at, and given again only while that generation is current: any committed write, by any
+process or replica, makes every kept answer stale at once."""
 
 from __future__ import annotations
 
@@ -16,11 +23,27 @@ from sqlalchemy import Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from flywheel.db.changes import Changes, Generation
+
+# Bytes of answers one process keeps in memory (text sizes plus an estimate per row);
+# past it the oldest are dropped first.
+MEMO_BYTES = 16 << 20
+_ROW_OVERHEAD = 200
+_VALUE_OVERHEAD = 50
+
+Row = tuple[Any, ...]
+
 
 class HotReads:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, changes: Changes, memo_bytes: int = MEMO_BYTES) -> None:
         self._engine = engine
         self._local = threading.local()
+        self._changes = changes
+        self._memo: dict[tuple[Any, ...], tuple[Generation, Row | None]] = {}
+        self._memo_generation: Generation | None = None
+        self._memo_bytes = 0
+        self._memo_limit = memo_bytes
+        self._memo_lock = threading.Lock()
 
     def _connection(self) -> Any:
         conn = getattr(self._local, "conn", None)
@@ -38,7 +61,41 @@ class HotReads:
     def prepare(self, stmt: ClauseElement) -> HotQuery:
         return HotQuery(self, stmt)
 
-    def run(self, query: HotQuery, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def run(self, query: HotQuery, values: Mapping[str, Any]) -> Row | None:
+        # Read before the query: a write committing in between leaves a stale generation on
+        # a fresh answer (read again next time), never a current one on a stale answer.
+        generation = self._changes.current()
+        if generation is None:
+            return self._query(query, values)
+        key = (query, *values.items())
+        kept = self._memo.get(key)
+        if kept is not None and kept[0] == generation:
+            return kept[1]
+        row = self._query(query, values)
+        self._keep(key, generation, row)
+        return row
+
+    def _keep(self, key: tuple[Any, ...], generation: Generation, row: Row | None) -> None:
+        size = _cost(row)
+        if size > self._memo_limit:
+            return
+        with self._memo_lock:
+            if generation != self._memo_generation:
+                if generation != self._changes.current():
+                    return  # read under a generation that has passed already
+                # Everything kept was read under an older one: start over.
+                self._memo.clear()
+                self._memo_bytes = 0
+                self._memo_generation = generation
+            previous = self._memo.pop(key, None)
+            if previous is not None:
+                self._memo_bytes -= _cost(previous[1])
+            while self._memo and self._memo_bytes + size > self._memo_limit:
+                self._memo_bytes -= _cost(self._memo.pop(next(iter(self._memo)))[1])
+            self._memo[key] = (generation, row)
+            self._memo_bytes += size
+
+    def _query(self, query: HotQuery, values: Mapping[str, Any]) -> Row | None:
         params = query.bind(values)
         for attempt in (1, 2):
             conn = self._connection()
@@ -64,6 +121,11 @@ class HotReads:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _cost(row: Row | None) -> int:
+    return _ROW_OVERHEAD + (0 if row is None else sum(
+        _VALUE_OVERHEAD + (len(v) if isinstance(v, str | bytes) else 0) for v in row))
 
 
 class HotQuery:
