@@ -74,3 +74,4 @@ def test_every_change_is_seen_by_every_worker_at_once(srv: FlywheelServer) -> No
 
     srv.cli("cache", "delete-path", "hot", path)
     assert _reads(url, admin) == {(404, "")}
+    assert (srv.data_dir / "flywheel.db-changes").stat().st_size == 8   # the generation

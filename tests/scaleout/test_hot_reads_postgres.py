@@ -52,7 +52,8 @@ def _behind_its_back(url: str, name: str) -> None:
         conn.execute("UPDATE things SET name = %s WHERE id = 1", (name,))
 
 
-def test_a_write_on_one_replica_reaches_the_others_memory(replicas: Replicas) -> None:
+def test_a_write_on_one_replica_reaches_the_others_memory(replicas: Replicas,
+                                                          tmp_path: Path) -> None:
     a, b, url = replicas
     _listening(b)
     query = b.hot.prepare(BY_ID)
@@ -62,6 +63,7 @@ def test_a_write_on_one_replica_reaches_the_others_memory(replicas: Replicas) ->
     with a.write() as conn:
         conn.execute(update(things).where(things.c.id == 1).values(name="eins"))
     _eventually(lambda: b.hot.run(query, {"id": 1}) == ("eins",))
+    assert (tmp_path / "b" / "db-changes").stat().st_size == 8   # this machine's generation
 
 
 def test_nothing_is_kept_while_the_replica_cannot_hear(replicas: Replicas) -> None:
