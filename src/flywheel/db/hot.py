@@ -25,7 +25,8 @@ from sqlalchemy.sql.elements import ClauseElement
 
 from flywheel.db.changes import Changes, Generation
 
-# Bytes of answers one process keeps in memory (text sizes plus an estimate per row);
+# Bytes of answers one process keeps in memory (keys and rows: text sizes plus an estimate
+# per value);
 # past it the oldest are dropped first.
 MEMO_BYTES = 16 << 20
 _ROW_OVERHEAD = 200
@@ -39,7 +40,7 @@ class HotReads:
         self._engine = engine
         self._local = threading.local()
         self._changes = changes
-        self._memo: dict[tuple[Any, ...], tuple[Generation, Row | None]] = {}
+        self._memo: dict[tuple[Any, ...], tuple[Generation, Row | None, int]] = {}
         self._memo_generation: Generation | None = None
         self._memo_bytes = 0
         self._memo_limit = memo_bytes
@@ -76,7 +77,7 @@ class HotReads:
         return row
 
     def _keep(self, key: tuple[Any, ...], generation: Generation, row: Row | None) -> None:
-        size = _cost(row)
+        size = _cost(key) + _cost(row)
         if size > self._memo_limit:
             return
         with self._memo_lock:
@@ -89,10 +90,10 @@ class HotReads:
                 self._memo_generation = generation
             previous = self._memo.pop(key, None)
             if previous is not None:
-                self._memo_bytes -= _cost(previous[1])
+                self._memo_bytes -= previous[2]
             while self._memo and self._memo_bytes + size > self._memo_limit:
-                self._memo_bytes -= _cost(self._memo.pop(next(iter(self._memo)))[1])
-            self._memo[key] = (generation, row)
+                self._memo_bytes -= self._memo.pop(next(iter(self._memo)))[2]
+            self._memo[key] = (generation, row, size)
             self._memo_bytes += size
 
     def _query(self, query: HotQuery, values: Mapping[str, Any]) -> Row | None:
@@ -123,9 +124,13 @@ class HotReads:
             self._local.conn = None
 
 
-def _cost(row: Row | None) -> int:
-    return _ROW_OVERHEAD + (0 if row is None else sum(
-        _VALUE_OVERHEAD + (len(v) if isinstance(v, str | bytes) else 0) for v in row))
+def _cost(values: tuple[Any, ...] | None) -> int:
+    """Bytes a kept key or row takes, roughly: its texts and a share per value."""
+    if values is None:
+        return _ROW_OVERHEAD
+    return _ROW_OVERHEAD + sum(
+        _cost(v) - _ROW_OVERHEAD if isinstance(v, tuple) else
+        _VALUE_OVERHEAD + (len(v) if isinstance(v, str | bytes) else 0) for v in values)
 
 
 class HotQuery:
