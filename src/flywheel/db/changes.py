@@ -38,22 +38,22 @@ Generation = tuple[int, int]
 class Changes:
     def __init__(self, engine: Engine, path: Path | None) -> None:
         self._map = _open_map(path) if path is not None else None
-        # Without a shared file only this process's own writes are seen (an in-memory
-        # database lives in one process; a listener still covers PostgreSQL's others).
+        # Without a shared file (PostgreSQL opened with no data dir, as tests do) this
+        # process's own writes change the value directly; the listener covers the others.
         self._own = 0
         self._notified = _Listener(engine) if engine.dialect.name == "postgresql" else None
 
     def current(self) -> Generation | None:
         """A value that differs from every earlier one once any write has committed since;
         None while it cannot be known."""
-        notified = 0
-        if self._notified is not None:
-            count = self._notified.count()
-            if count is None:
-                return None
-            notified = count
-        shared = _SLOT.unpack_from(self._map)[0] if self._map is not None else self._own
-        return shared, notified
+        if self._notified is None:
+            if self._map is None:
+                return None   # other processes' writes would go unseen: keep nothing
+            return _SLOT.unpack_from(self._map)[0], 0
+        count = self._notified.count()
+        if count is None:
+            return None
+        return (_SLOT.unpack_from(self._map)[0] if self._map is not None else self._own), count
 
     def announce(self, conn: Connection) -> None:
         """Inside a write transaction: tell the other replicas once it commits."""

@@ -116,7 +116,7 @@ class Database:
 def _changes_path(engine: Engine, local_dir: Path | None) -> Path | None:
     if engine.dialect.name == "sqlite":
         database = engine.url.database
-        if not database or database == ":memory:" or database.startswith("file:"):
+        if not database or database.startswith("file:"):  # no plain path to sit beside
             return None
         return Path(database).with_name(Path(database).name + "-changes")
     return local_dir / "db-changes" if local_dir is not None else None

@@ -24,6 +24,7 @@ from sqlalchemy import (
     update,
 )
 
+from flywheel.db import changes
 from flywheel.db.engine import Database, make_engine
 from flywheel.db.hot import HotReads
 
@@ -115,6 +116,7 @@ def test_a_write_by_another_process_is_seen_at_once(db: Database, tmp_path: Path
     assert db.hot.run(query, {"id": 2}) is None
     subprocess.run([sys.executable, "-c", f"""
 from sqlalchemy import insert
+from flywheel.db import changes
 from flywheel.db.engine import Database, make_engine
 from tests.unit.db.test_hot_reads import things
 db = Database(make_engine("sqlite:///{tmp_path / 'hot.db'}"))
@@ -171,3 +173,19 @@ def test_memory_for_answers_is_bounded(tmp_path: Path) -> None:
     assert hot.run(query, {"id": 199}) == ("x" * 20,)   # the newest are the ones kept
     database.close()
 
+
+
+def test_nothing_is_kept_where_the_generation_cannot_be_shared(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the shared file (it could not be created), other processes' writes would go
+    unseen: every read asks the database."""
+    monkeypatch.setattr(changes, "_open_map", lambda _path: None)
+    database = Database(make_engine(f"sqlite:///{tmp_path / 'unshared.db'}"))
+    meta.create_all(database.engine)
+    with database.write() as conn:
+        conn.execute(insert(things).values(id=1, name="one"))
+    query = database.hot.prepare(BY_ID)
+    assert database.hot.run(query, {"id": 1}) == ("one",)
+    _behind_its_back(tmp_path / "unshared.db", "UPDATE things SET name = 'uno' WHERE id = 1")
+    assert database.hot.run(query, {"id": 1}) == ("uno",)
+    database.close()
