@@ -26,8 +26,7 @@ from sqlalchemy.sql.elements import ClauseElement
 from flywheel.db.changes import Changes, Generation
 
 # Bytes of answers one process keeps in memory (keys and rows: text sizes plus an estimate
-# per value);
-# past it the oldest are dropped first.
+# per value); past it the oldest are dropped first.
 MEMO_BYTES = 16 << 20
 _ROW_OVERHEAD = 200
 _VALUE_OVERHEAD = 50
