@@ -21,7 +21,7 @@ import pytest
 
 from flywheel.bazel.reapi import bs_pb2, re_pb2
 from flywheel.bazel.reapi_grpc import bs_grpc, re_grpc
-from tests.support.cacheworld import nar_of, narinfo_for, nix_hash
+from tests.support.cacheworld import nar_of, narinfo_for, nix_hash, random_hash_part
 from tests.support.server import FlywheelServer, run_cli
 
 S = grpc.StatusCode
@@ -29,11 +29,6 @@ HTTP = httpx.Client(timeout=30)
 ERROR_KEYS = {"code", "error", "message"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
-
-def _hash_part() -> str:
-    alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
-    return "".join(alphabet[b % 32] for b in os.urandom(32))
 
 
 def _digest(data: bytes) -> Any:
@@ -56,7 +51,7 @@ class Env:
 
     def push_path(self, contents: bytes) -> tuple[str, str, bytes]:
         nar = nar_of(contents)
-        h = _hash_part()
+        h = random_hash_part()
         name, narinfo = narinfo_for(h, nar, nar)
         assert HTTP.put(f"{self.url}/main/nar/{name}", content=nar,
                         headers=self.admin).status_code == 200
@@ -206,13 +201,13 @@ def test_a_full_disk_is_507_leaves_nothing_and_recovers_without_a_restart(env: E
     filler = _fill(env, 1 << 20)
     try:
         nar = nar_of(os.urandom(3 << 20))
-        name, _ = narinfo_for(_hash_part(), nar, nar)
+        name, _ = narinfo_for(random_hash_part(), nar, nar)
         assert "full" in _json_error(HTTP.put(f"{env.url}/main/nar/{name}", content=nar,
                                               headers=env.admin), 507)
         data = os.urandom(3 << 20)
         _json_error(HTTP.put(f"{env.url}/main/cas/{hashlib.sha256(data).hexdigest()}",
                              content=data, headers=env.admin), 507)
-        h = _hash_part()
+        h = random_hash_part()
         info = (f'{{"cache": "main", "store_path_hash": "{h}", '
                 f'"store_path": "/nix/store/{h}-x", "references": [], '
                 f'"nar_hash": "{nix_hash(nar)}", "nar_size": {len(nar)}}}')
@@ -249,7 +244,7 @@ def test_a_store_that_cannot_be_written_is_503_and_recovers(env: Env) -> None:
         _json_error(HTTP.put(f"{env.url}/main/cas/{hashlib.sha256(data).hexdigest()}",
                              content=data, headers=env.admin), 503)
         nar = nar_of(os.urandom(1000))
-        name, _ = narinfo_for(_hash_part(), nar, nar)
+        name, _ = narinfo_for(random_hash_part(), nar, nar)
         _json_error(HTTP.put(f"{env.url}/main/nar/{name}", content=nar, headers=env.admin),
                     503)
         cas = re_grpc.ContentAddressableStorageStub(env.channel)

@@ -13,15 +13,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.cacheworld import nar_of, narinfo_for
+from tests.support.cacheworld import nar_of, narinfo_for, random_hash_part
 from tests.support.server import FlywheelServer
 
 READS = 24
-
-
-def _hash_part() -> str:
-    alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
-    return "".join(alphabet[b % 32] for b in os.urandom(32))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +41,7 @@ def _reads(url: str, headers: dict[str, str] | None = None) -> set[tuple[int, st
 def test_every_change_is_seen_by_every_worker_at_once(srv: FlywheelServer) -> None:
     srv.cli("cache", "create", "hot")
     admin = {"Authorization": f"Bearer {srv.admin_token}"}
-    path = _hash_part()
+    path = random_hash_part()
     url = f"{srv.url}/hot/{path}.narinfo"
     assert _reads(url) == {(404, "")}   # the absence, now kept by both workers
 

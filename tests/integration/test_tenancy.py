@@ -25,18 +25,13 @@ from flywheel.bazel.reapi import bs_pb2, re_pb2
 from flywheel.bazel.reapi_grpc import bs_grpc, re_grpc
 from flywheel.server.app import ENDPOINTS
 from flywheel.server.grpc import services as grpc_services
-from tests.support.cacheworld import nar_of, narinfo_for, nix_hash
+from tests.support.cacheworld import nar_of, narinfo_for, nix_hash, random_hash_part
 from tests.support.server import FlywheelServer
 
 S = grpc.StatusCode
 CALLERS = ("anonymous", "reader_a", "pusher_b")
 CACHES = ("a", "b", "pub")
 HTTP = httpx.Client(timeout=30)
-
-
-def _hash_part() -> str:
-    alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
-    return "".join(alphabet[b % 32] for b in os.urandom(32))
 
 
 def _sha(data: bytes) -> str:
@@ -78,7 +73,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         srv.cli("cache", "create", "pub")
         admin = {"Authorization": f"Bearer {srv.admin_token}"}
         nar = nar_of(os.urandom(3000))
-        path = _hash_part()
+        path = random_hash_part()
         nar_name, narinfo = narinfo_for(path, nar, nar)
         assert HTTP.put(f"{srv.url}/a/nar/{nar_name}", content=nar,
                         headers=admin).status_code == 200
@@ -139,19 +134,19 @@ def _grpc(call: Callable[[], Any]) -> str:
 
 def _fresh_nar(w: World, cache: str, caller: str) -> httpx.Response:
     nar = nar_of(os.urandom(500))
-    name, _ = narinfo_for(_hash_part(), nar, nar)
+    name, _ = narinfo_for(random_hash_part(), nar, nar)
     return HTTP.put(f"{w.srv.url}/{cache}/nar/{name}", content=nar, headers=w.headers(caller))
 
 
 def _claim_their_nar(w: World, cache: str, caller: str) -> httpx.Response:
     """A narinfo naming ``a``'s NAR by its hash, with the right NarHash and NarSize."""
-    h = _hash_part()
+    h = random_hash_part()
     text = w.narinfo.replace(w.path.encode(), h.encode())
     return HTTP.put(f"{w.srv.url}/{cache}/{h}.narinfo", content=text, headers=w.headers(caller))
 
 
 def _upload_path(w: World, cache: str, caller: str, nar: bytes) -> httpx.Response:
-    h = _hash_part()
+    h = random_hash_part()
     info = {"cache": cache, "store_path_hash": h, "store_path": f"/nix/store/{h}-thing",
             "references": [], "nar_hash": nix_hash(nar), "nar_size": len(nar)}
     return HTTP.put(f"{w.srv.url}/_api/v1/upload-path", content=nar,
@@ -439,7 +434,7 @@ def test_a_public_cache_never_serves_private_content_anonymously(world: World) -
     """The attack of the hostile review: knowing a NarHash (with compression=none the file
     hash is the NarHash), a pusher claims another tenant's NAR in a public cache."""
     pusher = _own_cache(world, "attacked")
-    h = _hash_part()
+    h = random_hash_part()
     claim = world.narinfo.replace(world.path.encode(), h.encode())
     answers = set()
     for size in (b"1", str(len(world.nar)).encode()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,12 @@ def nar_of(contents: bytes) -> bytes:
         return len(b).to_bytes(8, "little") + b + b"\0" * (-len(b) % 8)
     return b"".join(s(x) for x in (b"nix-archive-1", b"(", b"type", b"regular", b"contents",
                                    contents, b")"))
+
+
+def random_hash_part() -> str:
+    """A store path hash part not used before: 32 characters of nix-base32."""
+    alphabet = "0123456789abcdfghijklmnpqrsvwxyz"
+    return "".join(alphabet[b % 32] for b in os.urandom(32))
 
 
 def nix_hash(data: bytes) -> str:
