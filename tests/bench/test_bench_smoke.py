@@ -122,3 +122,15 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_grpc_models_reports_both_server_models(tmp_path: Path) -> None:
+    out = tmp_path / "grpc.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.grpc_models", "--calls", "320",
+                           "--rounds", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert set(figures) == {"aio, 1", "aio, 16", "sync, 1", "sync, 16"}
+    for row in figures.values():
+        assert row["calls_per_second"] > 0 and row["server_cpu_us_per_call"] > 0
